@@ -1,0 +1,1 @@
+//! launch-gen library (placeholder).
