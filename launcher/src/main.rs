@@ -1,1 +1,5 @@
-fn main() {}
+//! `rank-launch`: see the library docs and `--help`.
+
+fn main() -> std::process::ExitCode {
+    std::process::ExitCode::from(rank_launch::app::main_impl())
+}

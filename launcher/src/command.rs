@@ -1,0 +1,227 @@
+//! What a rank runs: an argv, or a shell string for `bash -c`.
+//!
+//! Pure. `rank-launch` does the job of `trtllm-llmapi-launch` itself, so that word is removed
+//! from the command for every role, never run twice. The match is exact on the word's file name
+//! (`/any/dir/trtllm-llmapi-launch`), not a substring test: `my-trtllm-llmapi-launcher` stays.
+//! In a shell string the word is found by a small lexer that knows quotes, escapes and
+//! operators, and the rest of the string is kept byte for byte.
+
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+
+/// The reference per-rank launcher whose job rank-launch does.
+pub const LLMAPI_LAUNCH: &str = "trtllm-llmapi-launch";
+
+/// The command a rank runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Executed directly.
+    Argv(Vec<OsString>),
+    /// Run by `bash -c`.
+    Shell(String),
+}
+
+impl Command {
+    /// The argv that runs it.
+    pub fn argv(&self) -> Vec<OsString> {
+        match self {
+            Command::Argv(argv) => argv.clone(),
+            Command::Shell(script) => vec!["bash".into(), "-c".into(), script.into()],
+        }
+    }
+
+    /// Removes every `trtllm-llmapi-launch` word.
+    pub fn without_llmapi_launch(self) -> Command {
+        match self {
+            Command::Argv(argv) => Command::Argv(
+                argv.into_iter()
+                    .filter(|word| !is_llmapi_launch(word))
+                    .collect(),
+            ),
+            Command::Shell(script) => Command::Shell(strip_word_from_shell(&script)),
+        }
+    }
+
+    /// True when nothing would run.
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Command::Argv(argv) => argv.is_empty(),
+            Command::Shell(script) => script.trim().is_empty(),
+        }
+    }
+}
+
+fn is_llmapi_launch(word: &OsStr) -> bool {
+    let bytes = word.as_bytes();
+    let name = bytes.rsplit(|&b| b == b'/').next().unwrap_or(bytes);
+    name == LLMAPI_LAUNCH.as_bytes()
+}
+
+/// A word of a shell string: its byte span and its value with quotes removed, or `None` when it
+/// holds an expansion (`$x`, backticks) whose value is unknown until run time.
+struct Word {
+    start: usize,
+    end: usize,
+    value: Option<String>,
+}
+
+/// Splits a shell string into words. Operators (`;`, `&`, `|`, `(`, `)`, `<`, `>`) end words and
+/// are not words themselves; newlines count as blanks. Unterminated quotes end at the string's end.
+fn words(script: &str) -> Vec<Word> {
+    let bytes = script.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b.is_ascii_whitespace() || b"; & | ( ) < >".contains(&b) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        let mut value = Some(String::new());
+        while i < bytes.len() {
+            let b = bytes[i];
+            if b.is_ascii_whitespace() || b";&|()<>".contains(&b) {
+                break;
+            }
+            match b {
+                b'\\' => {
+                    if let (Some(v), Some(next)) = (value.as_mut(), script[i + 1..].chars().next())
+                    {
+                        v.push(next);
+                    }
+                    i += 1 + script[i + 1..].chars().next().map_or(0, char::len_utf8);
+                }
+                b'\'' => {
+                    let close = script[i + 1..]
+                        .find('\'')
+                        .map_or(bytes.len(), |p| i + 1 + p);
+                    if let Some(v) = value.as_mut() {
+                        v.push_str(&script[i + 1..close]);
+                    }
+                    i = (close + 1).min(bytes.len());
+                }
+                b'"' => {
+                    let mut j = i + 1;
+                    while j < bytes.len() && bytes[j] != b'"' {
+                        match bytes[j] {
+                            b'\\' => j += 1,
+                            b'$' | b'`' => value = None,
+                            _ => {}
+                        }
+                        j += 1;
+                    }
+                    let close = j.min(bytes.len());
+                    if let Some(v) = value.as_mut() {
+                        v.push_str(&script[i + 1..close]);
+                    }
+                    i = (close + 1).min(bytes.len());
+                }
+                b'$' | b'`' => {
+                    value = None;
+                    i += 1;
+                }
+                _ => {
+                    let ch = script[i..].chars().next().unwrap_or('\u{fffd}');
+                    if let Some(v) = value.as_mut() {
+                        v.push(ch);
+                    }
+                    i += ch.len_utf8().max(1);
+                }
+            }
+        }
+        out.push(Word {
+            start,
+            end: i.min(bytes.len()),
+            value,
+        });
+    }
+    out
+}
+
+/// Removes each `trtllm-llmapi-launch` word and the blanks after it; everything else is kept.
+fn strip_word_from_shell(script: &str) -> String {
+    let mut out = String::with_capacity(script.len());
+    let mut kept_from = 0;
+    for word in words(script) {
+        let matches = word
+            .value
+            .as_deref()
+            .is_some_and(|v| is_llmapi_launch(OsStr::new(v)));
+        if !matches {
+            continue;
+        }
+        out.push_str(&script[kept_from..word.start]);
+        let rest = &script[word.end..];
+        let blanks = rest.len() - rest.trim_start_matches([' ', '\t']).len();
+        kept_from = word.end + blanks;
+    }
+    out.push_str(&script[kept_from..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_strings() {
+        let cases: &[(&str, &str)] = &[
+            ("trtllm-llmapi-launch pytest -vv", "pytest -vv"),
+            (
+                "A=1 B=\"x y\" /opt/trt/tensorrt_llm/llmapi/trtllm-llmapi-launch pytest --x='a b'",
+                "A=1 B=\"x y\" pytest --x='a b'",
+            ),
+            (
+                "unset UCX_TLS && K=V trtllm-llmapi-launch  pytest",
+                "unset UCX_TLS && K=V pytest",
+            ),
+            ("x;trtllm-llmapi-launch y", "x;y"),
+            ("'trtllm-llmapi-launch' y", "y"),
+            (
+                "echo 'trtllm-llmapi-launch y'",
+                "echo 'trtllm-llmapi-launch y'",
+            ),
+            ("my-trtllm-llmapi-launcher y", "my-trtllm-llmapi-launcher y"),
+            ("trtllm-llmapi-launch-v2 y", "trtllm-llmapi-launch-v2 y"),
+            ("$DIR/trtllm-llmapi-launch y", "$DIR/trtllm-llmapi-launch y"),
+            (
+                "echo \"unterminated trtllm-llmapi-launch",
+                "echo \"unterminated trtllm-llmapi-launch",
+            ),
+            ("a\\ trtllm-llmapi-launch b", "a\\ trtllm-llmapi-launch b"),
+            ("é trtllm-llmapi-launch ü", "é ü"),
+            ("", ""),
+        ];
+        for &(input, expected) in cases {
+            let got = Command::Shell(input.into()).without_llmapi_launch();
+            assert_eq!(got, Command::Shell(expected.into()), "input: {input}");
+        }
+    }
+
+    #[test]
+    fn argv() {
+        let argv = |words: &[&str]| Command::Argv(words.iter().map(OsString::from).collect());
+        assert_eq!(
+            argv(&[
+                "/x/trtllm-llmapi-launch",
+                "pytest",
+                "trtllm-llmapi-launch.log"
+            ])
+            .without_llmapi_launch(),
+            argv(&["pytest", "trtllm-llmapi-launch.log"])
+        );
+        assert!(
+            argv(&["trtllm-llmapi-launch"])
+                .without_llmapi_launch()
+                .is_empty()
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn lexer_never_panics(script in "\\PC{0,40}") {
+            let _ = strip_word_from_shell(&script);
+        }
+    }
+}

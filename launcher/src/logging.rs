@@ -1,0 +1,82 @@
+//! Logs: `tracing` to stderr, one line per event, each carrying rank, role and host.
+//!
+//! `[rank-launch 12:00:01.234 rank=3 role=GEN_0 host=node7] INFO started child="task" pid=42`
+//!
+//! The identity is set once the rank is known; lines before that say `rank=?`. The filter comes
+//! from `RANK_LAUNCH_LOG` (`RUST_LOG` syntax), default `info`. Nothing here ever formats the
+//! environment: secrets live there.
+
+use std::fmt;
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tracing::{Event, Subscriber};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
+
+/// The variable that sets the log filter.
+pub const LOG_VAR: &str = "RANK_LAUNCH_LOG";
+
+static IDENTITY: OnceLock<String> = OnceLock::new();
+
+/// Sets the `rank=… role=… host=…` part of every later line.
+pub fn set_identity(rank: &str, role: &str, host: &str) {
+    let _ = IDENTITY.set(format!("rank={rank} role={role} host={host}"));
+}
+
+struct Format;
+
+impl<S, N> FormatEvent<S, N> for Format
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let since_epoch = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let secs = since_epoch.as_secs() % 86_400;
+        let identity = IDENTITY
+            .get()
+            .map_or("rank=? role=- host=?", String::as_str);
+        write!(
+            writer,
+            "[rank-launch {:02}:{:02}:{:02}.{:03} {identity}] {} ",
+            secs / 3600,
+            secs / 60 % 60,
+            secs % 60,
+            since_epoch.subsec_millis(),
+            event.metadata().level()
+        )?;
+        ctx.format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
+    }
+}
+
+/// Installs the subscriber. Bad filter text falls back to `info` with a warning.
+pub fn init(filter: Option<&str>) {
+    let (filter, bad) = match filter {
+        None => (EnvFilter::new("info"), None),
+        Some(text) => match EnvFilter::try_new(text) {
+            Ok(f) => (f, None),
+            Err(_) => (EnvFilter::new("info"), Some(text.to_string())),
+        },
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .event_format(Format)
+        .try_init();
+    if let Some(text) = bad {
+        tracing::warn!(
+            "`{LOG_VAR}` is `{text}`: expected a filter like `info` or `rank_launch=debug`; using `info`"
+        );
+    }
+}
