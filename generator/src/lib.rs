@@ -1,1 +1,22 @@
-//! launch-gen library (placeholder).
+//! `launch-gen`: renders the sbatch launch script of a disaggregated TensorRT-LLM job.
+//!
+//! The library is pure: every function takes text and values and returns text or a typed
+//! error. Reading files, writing the output atomically and running `sbatch` happen in
+//! [`cli`], the only module that touches the file system or spawns processes.
+//!
+//! Two renderers share one config model ([`config`]) and one resource plan ([`plan`]):
+//!
+//! - [`compat`] reproduces the reference `submit.py` (G1) byte for byte, quirks included;
+//! - [`native`] renders a self-contained script around `rank-launch` with node slicing,
+//!   supervision of every step and a single verdict line.
+
+pub mod cli;
+pub mod compat;
+pub mod config;
+pub mod explain;
+pub mod hostlist;
+pub mod native;
+pub mod plan;
+pub mod pytext;
+pub mod shell;
+pub mod testlist;

@@ -1,0 +1,426 @@
+//! The command line: argument parsing, file I/O, atomic output and `sbatch`.
+//!
+//! This is the only module that reads files, writes files or spawns processes; it hands text to
+//! the pure renderers. Every bad input (arguments, files, config values) ends with exit code 2
+//! and one `error:` line naming the file, the key and what was expected; other failures
+//! (`sbatch`) exit 1. The output is written to a temporary file beside the target and renamed,
+//! so a failed run never leaves a partial or stale-looking script behind.
+
+use std::ffi::OsString;
+use std::fs;
+use std::io::{self, Write as _};
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, anyhow, bail};
+use clap::Parser;
+
+use crate::compat::{self, CompatInputs};
+use crate::config::LaunchConfig;
+use crate::explain;
+use crate::hostlist;
+use crate::native::{self, NativeOptions, SbatchOptions};
+use crate::plan::Plan;
+use crate::testlist;
+
+/// Exit code for bad input: arguments, files, config values.
+pub const EXIT_INPUT: i32 = 2;
+/// Exit code for other failures, such as `sbatch` refusing the script.
+pub const EXIT_FAILURE: i32 = 1;
+
+const EXAMPLES: &str = "\
+Examples:
+  # Compatibility mode: the reference submit.py output, byte for byte.
+  launch-gen --run-ci --llm-src llm-src --test-list test_list.txt \\
+      --draft-launch-sh draft.sh --launch-sh launch.sh \\
+      --run-sh /ws/slurm_run.sh --install-sh /ws/slurm_install.sh \\
+      --script-prefix prefix.sh --srun-args srun_args.txt
+
+  # Native mode (no draft): a supervised script that runs rank-launch in every step.
+  launch-gen --config-yaml cfg.yaml --command 'pytest -k disagg' \\
+      --workspace /lustre/ws --job-name disagg --time 02:00:00 --launch-sh launch.sh
+
+  # The resource plan, with the node slices of an allocation; no script is written.
+  launch-gen --config-yaml cfg.yaml --explain --nodelist 'node[01-06]'
+
+  # Render and submit; prints the job id.
+  launch-gen --config-yaml cfg.yaml --command 'pytest' --launch-sh launch.sh --submit
+
+Notes:
+  `gen_only` and `gen_only_no_context` modes run no context servers; the queue size of
+  `gen_only` is the FIRST value of `benchmark.concurrency_list` (`512 1075` -> 512).";
+
+/// Renders the sbatch launch script of a disaggregated TensorRT-LLM job from a YAML config.
+///
+/// With `--draft-launch-sh` it writes what the reference `submit.py` writes (compatibility
+/// mode); without it, a self-contained script around `rank-launch` (native mode).
+#[derive(Debug, Parser)]
+#[command(name = "launch-gen", version, after_help = EXAMPLES, args_override_self = true, infer_long_args = true)]
+struct Args {
+    /// Accepted and ignored, as in later versions of the reference.
+    #[arg(long)]
+    run_ci: bool,
+    /// Source tree under which the test list's config is looked up.
+    #[arg(long, value_name = "DIR", default_value = "")]
+    llm_src: OsString,
+    /// Test list whose first line selects the config (`...[disagg-<config>]`).
+    #[arg(long, value_name = "FILE")]
+    test_list: Option<OsString>,
+    /// The config itself (local mode); `--test-list` wins when both are given.
+    #[arg(long, value_name = "FILE")]
+    config_yaml: Option<OsString>,
+    /// Accepted and ignored (local mode of the reference).
+    #[arg(long, value_name = "NAME")]
+    stage_name: Option<String>,
+    /// Draft template appended to the prefix: selects compatibility mode.
+    #[arg(long, value_name = "FILE")]
+    draft_launch_sh: Option<OsString>,
+    /// Where to write the launch script.
+    #[arg(long, value_name = "FILE")]
+    launch_sh: Option<OsString>,
+    /// Run script path on the nodes (compatibility mode; ignored in native mode).
+    #[arg(long, value_name = "PATH")]
+    run_sh: Option<String>,
+    /// Install script path on the nodes; in native mode, run once per node before the servers.
+    #[arg(long, value_name = "PATH")]
+    install_sh: Option<String>,
+    /// File with `#SBATCH` and `export` lines placed at the top of the script.
+    #[arg(long, value_name = "FILE")]
+    script_prefix: Option<OsString>,
+    /// File with srun arguments shared by every step.
+    #[arg(long, value_name = "FILE")]
+    srun_args: Option<OsString>,
+
+    /// Base command of every role (default: the prefix's `export pytestCommand=` value).
+    #[arg(long, value_name = "STRING", help_heading = "Native mode")]
+    command: Option<String>,
+    /// Directory for logs and sentinels (default: the prefix's `jobWorkspace`, else
+    /// `$SLURM_SUBMIT_DIR`).
+    #[arg(long, value_name = "DIR", help_heading = "Native mode")]
+    workspace: Option<String>,
+    /// The per-rank launcher run by every step.
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "rank-launch",
+        help_heading = "Native mode"
+    )]
+    rank_launch: String,
+    /// Run the `rank-check` fabric precheck on every worker slice first.
+    #[arg(long, help_heading = "Native mode")]
+    precheck: bool,
+    /// The MPI-linked fabric check used by `--precheck`.
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "rank-check",
+        help_heading = "Native mode"
+    )]
+    rank_check: String,
+    /// Seconds before a precheck step is killed.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 900,
+        help_heading = "Native mode"
+    )]
+    precheck_timeout: u64,
+    /// Seconds the servers get to stop by themselves after the benchmark passed.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 120,
+        help_heading = "Native mode"
+    )]
+    drain_timeout: u64,
+    /// Seconds between TERM and KILL when steps are stopped.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 30,
+        help_heading = "Native mode"
+    )]
+    stop_timeout: u64,
+    /// `#SBATCH --job-name` (native mode without a prefix).
+    #[arg(long, value_name = "NAME", help_heading = "Native mode")]
+    job_name: Option<String>,
+    /// `#SBATCH --time` (native mode without a prefix).
+    #[arg(long, value_name = "TIME", help_heading = "Native mode")]
+    time: Option<String>,
+    /// `#SBATCH --partition` (native mode without a prefix).
+    #[arg(long, value_name = "NAME", help_heading = "Native mode")]
+    partition: Option<String>,
+    /// `#SBATCH --account` (native mode without a prefix).
+    #[arg(long, value_name = "NAME", help_heading = "Native mode")]
+    account: Option<String>,
+    /// `#SBATCH --output` (native mode without a prefix).
+    #[arg(long, value_name = "PATTERN", help_heading = "Native mode")]
+    output: Option<String>,
+
+    /// Print the resource plan as a table; writes no script unless `--launch-sh` is given.
+    #[arg(long, help_heading = "Plan and submission")]
+    explain: bool,
+    /// Nodes to slice in `--explain`: `a,b,c` or a Slurm hostlist like `node[01-06]`.
+    #[arg(long, value_name = "HOSTLIST", help_heading = "Plan and submission")]
+    nodelist: Option<String>,
+    /// Run `sbatch --parsable` on the written script and print the job id.
+    #[arg(long, help_heading = "Plan and submission")]
+    submit: bool,
+}
+
+/// A failed run: the exit code and what to tell the user.
+struct Failure {
+    code: i32,
+    error: anyhow::Error,
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(error: anyhow::Error) -> Self {
+        Self {
+            code: EXIT_INPUT,
+            error,
+        }
+    }
+}
+
+/// Runs `launch-gen` with the process arguments and returns the exit code.
+pub fn main_impl() -> i32 {
+    run_with_args(std::env::args_os())
+}
+
+/// Runs `launch-gen` with the given arguments (the first is the program name).
+pub fn run_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {
+    let args = match Args::try_parse_from(args) {
+        Ok(args) => args,
+        Err(error) => {
+            // Help and version go to stdout with code 0; usage errors to stderr with code 2.
+            let _ = error.print();
+            return error.exit_code();
+        }
+    };
+    match run(&args) {
+        Ok(()) => 0,
+        Err(failure) => {
+            eprintln!("error: {:#}", failure.error);
+            failure.code
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<(), Failure> {
+    let config_path = locate_config(args)?;
+    let config_text = read_text(&config_path)?;
+    let shown = config_path.display();
+    let config = LaunchConfig::from_yaml(&config_text).with_context(|| format!("`{shown}`"))?;
+    let plan = Plan::new(&config).with_context(|| format!("`{shown}`"))?;
+
+    if args.explain {
+        let nodes = args
+            .nodelist
+            .as_deref()
+            .map(hostlist::expand)
+            .transpose()
+            .context("`--nodelist`")?;
+        let table = explain::render(&config, &plan, &shown.to_string(), nodes.as_deref())
+            .context("`--nodelist`")?;
+        print!("{table}");
+        if args.launch_sh.is_none() {
+            return Ok(());
+        }
+    }
+    let Some(launch_sh) = non_empty(&args.launch_sh) else {
+        return Err(anyhow!("`--launch-sh` is required: where to write the launch script").into());
+    };
+
+    let script_prefix = non_empty(&args.script_prefix)
+        .as_ref()
+        .map(read_text)
+        .transpose()?;
+    let srun_args = non_empty(&args.srun_args)
+        .as_ref()
+        .map(read_text)
+        .transpose()?
+        .unwrap_or_default();
+    let (script, mode) = if let Some(draft_path) = non_empty(&args.draft_launch_sh) {
+        let draft = read_text(&draft_path)?;
+        let required = |value: &Option<String>, flag: &str| {
+            value
+                .clone()
+                .ok_or_else(|| anyhow!("`{flag}` is required with `--draft-launch-sh`"))
+        };
+        let inputs = CompatInputs {
+            script_prefix: script_prefix.as_deref().unwrap_or_default(),
+            srun_args: &srun_args,
+            draft: &draft,
+            run_sh: &required(&args.run_sh, "--run-sh")?,
+            install_sh: &required(&args.install_sh, "--install-sh")?,
+        };
+        let script =
+            compat::render(&config, &plan, &inputs).with_context(|| format!("`{shown}`"))?;
+        (script, 0o666)
+    } else {
+        let absolute_config =
+            std::path::absolute(&config_path).unwrap_or_else(|_| config_path.clone());
+        let options = NativeOptions {
+            config_path: &absolute_config.to_string_lossy(),
+            script_prefix: script_prefix.as_deref(),
+            srun_args: &srun_args,
+            command: args.command.as_deref(),
+            workspace: args.workspace.as_deref(),
+            install_sh: args.install_sh.as_deref().filter(|path| !path.is_empty()),
+            rank_launch: &args.rank_launch,
+            rank_check: &args.rank_check,
+            precheck: args.precheck,
+            precheck_timeout: args.precheck_timeout,
+            drain_timeout: args.drain_timeout,
+            stop_timeout: args.stop_timeout,
+            sbatch: SbatchOptions {
+                job_name: args.job_name.as_deref(),
+                time: args.time.as_deref(),
+                partition: args.partition.as_deref(),
+                account: args.account.as_deref(),
+                output: args.output.as_deref(),
+            },
+        };
+        let script = native::render(&config, &plan, &options).map_err(|error| {
+            let file = match &error {
+                native::NativeError::Prefix(_) => {
+                    non_empty(&args.script_prefix).map(|p| p.display().to_string())
+                }
+                native::NativeError::SrunArgs(_) => {
+                    non_empty(&args.srun_args).map(|p| p.display().to_string())
+                }
+                _ => None,
+            };
+            let error = anyhow::Error::new(error);
+            match file {
+                Some(file) => error.context(format!("`{file}`")),
+                None => error,
+            }
+        })?;
+        (script, 0o777)
+    };
+    write_atomically(&launch_sh, &script, mode)?;
+
+    if args.submit {
+        let job_id = submit(&launch_sh).map_err(|error| Failure {
+            code: EXIT_FAILURE,
+            error,
+        })?;
+        println!("{job_id}");
+    }
+    Ok(())
+}
+
+/// The config path: from the test list's first line, else `--config-yaml`.
+fn locate_config(args: &Args) -> anyhow::Result<PathBuf> {
+    if let Some(test_list) = non_empty(&args.test_list) {
+        let text = read_text(&test_list)?;
+        let shown = test_list.display();
+        let name = testlist::config_name(&text).with_context(|| format!("`{shown}`"))?;
+        let path = testlist::config_path(Path::new(&args.llm_src), &name);
+        if !path.is_file() {
+            bail!(
+                "`{shown}`: line 1 selects config `{name}`, expected the file `{}` (under `--llm-src`)",
+                path.display()
+            );
+        }
+        return Ok(path);
+    }
+    if let Some(config) = non_empty(&args.config_yaml) {
+        return Ok(config);
+    }
+    bail!("one of `--test-list` or `--config-yaml` is required")
+}
+
+/// An optional path argument, with `""` (the reference's default) meaning "not given".
+fn non_empty(path: &Option<OsString>) -> Option<PathBuf> {
+    path.as_ref()
+        .filter(|path| !path.is_empty())
+        .map(PathBuf::from)
+}
+
+/// Reads a whole text file; the error names the path.
+fn read_text(path: &PathBuf) -> anyhow::Result<String> {
+    let shown = path.display();
+    let bytes =
+        fs::read(path).map_err(|error| anyhow!("`{shown}`: cannot read: {}", io_reason(&error)))?;
+    String::from_utf8(bytes).map_err(|error| {
+        anyhow!(
+            "`{shown}`: expected UTF-8 text, found a non-UTF-8 byte at offset {}",
+            error.utf8_error().valid_up_to()
+        )
+    })
+}
+
+/// An I/O error as a lowercase fragment without the `(os error N)` suffix.
+fn io_reason(error: &io::Error) -> String {
+    let text = match error.kind() {
+        io::ErrorKind::NotFound => "no such file or directory".to_owned(),
+        io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+        io::ErrorKind::IsADirectory => "is a directory".to_owned(),
+        _ => error.to_string(),
+    };
+    match text.find(" (os error") {
+        Some(end) => text[..end].to_lowercase(),
+        None => text,
+    }
+}
+
+/// Writes `content` to a temporary file in the target's directory, then renames it over the
+/// target. On any error the temporary file is removed and the target is left untouched.
+fn write_atomically(path: &Path, content: &str, mode: u32) -> anyhow::Result<()> {
+    let shown = path.display();
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| anyhow!("`{shown}`: expected a file path for `--launch-sh`"))?;
+    let dir = path
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.subsec_nanos());
+    let temp = dir.join(format!(
+        ".{}.{}-{nanos}.tmp",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&temp)?;
+        file.write_all(content.as_bytes())?;
+        file.sync_all()?;
+        fs::rename(&temp, path)
+    })();
+    if let Err(error) = result {
+        let _ = fs::remove_file(&temp);
+        bail!("`{shown}`: cannot write: {}", io_reason(&error));
+    }
+    Ok(())
+}
+
+/// Runs `sbatch --parsable SCRIPT` and returns the job id.
+fn submit(script: &Path) -> anyhow::Result<String> {
+    let output = Command::new("sbatch")
+        .arg("--parsable")
+        .arg(script)
+        .output()
+        .map_err(|error| anyhow!("cannot run `sbatch`: {}", io_reason(&error)))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        bail!("`sbatch` failed ({}): {}", output.status, stderr.trim());
+    }
+    // `--parsable` prints `jobid` or `jobid;cluster`.
+    let job_id = stdout.trim().split(';').next().unwrap_or_default();
+    if job_id.is_empty() {
+        bail!("`sbatch` printed no job id");
+    }
+    Ok(job_id.to_owned())
+}
