@@ -71,7 +71,7 @@ struct RunArgs {
     /// Prefix each line the children print with the rank (`srun --label` style).
     #[arg(long, env = "RANK_LAUNCH_LABEL")]
     label: bool,
-    /// Write this rank's result as JSON; `%r` becomes the rank, `%h` the host.
+    /// Write this rank's result as JSON; `%r` becomes the rank, `%R` the role, `%h` the host.
     #[arg(long, value_name = "PATH", env = "RANK_LAUNCH_SUMMARY_JSON")]
     summary_json: Option<PathBuf>,
     /// TERM→KILL grace period for the children, e.g. `10`, `2.5s`, `500ms`.
@@ -311,7 +311,8 @@ fn launch(
         "exiting"
     );
     if let Some(path) = &args.summary_json {
-        let path = expand_pattern(path, info.rank, &host);
+        let role_name = role.map_or_else(|| "none".to_string(), |r| r.to_string());
+        let path = expand_pattern(path, info.rank, &role_name, &host);
         if let Err(err) = write_summary(&path, &info, role, &host, &outcome, started.elapsed()) {
             tracing::error!("{err:#}");
         }
@@ -441,8 +442,8 @@ fn prepare(
     Ok((plan, info, role))
 }
 
-/// `%r` → rank, `%h` → host, `%%` → `%`.
-fn expand_pattern(path: &Path, rank: u32, host: &str) -> PathBuf {
+/// `%r` → rank, `%R` → role (`none` without one), `%h` → host, `%%` → `%`.
+fn expand_pattern(path: &Path, rank: u32, role: &str, host: &str) -> PathBuf {
     let text = path.to_string_lossy();
     let mut out = String::with_capacity(text.len());
     let mut chars = text.chars();
@@ -453,6 +454,7 @@ fn expand_pattern(path: &Path, rank: u32, host: &str) -> PathBuf {
         }
         match chars.next() {
             Some('r') => out.push_str(&rank.to_string()),
+            Some('R') => out.push_str(role),
             Some('h') => out.push_str(host),
             Some('%') => out.push('%'),
             Some(other) => {
@@ -499,6 +501,7 @@ fn write_summary(
         "source": info.source.as_str(),
         "role": role.map(|r| r.to_string()),
         "host": host,
+        "slurm_node": std::env::var("SLURMD_NODENAME").ok(),
         "command": outcome.argv.iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>(),
         "exit_code": outcome.code,
         "child_exit_code": child_code,
@@ -544,11 +547,11 @@ mod tests {
     #[test]
     fn patterns() {
         let p = |t: &str| {
-            expand_pattern(Path::new(t), 3, "n1")
+            expand_pattern(Path::new(t), 3, "GEN_0", "n1")
                 .to_string_lossy()
                 .into_owned()
         };
-        assert_eq!(p("/x/summary.%r.%h.json"), "/x/summary.3.n1.json");
+        assert_eq!(p("/x/summary.%R.%r.%h.json"), "/x/summary.GEN_0.3.n1.json");
         assert_eq!(p("a%%r%"), "a%r%");
         assert_eq!(p("%q"), "%q");
     }
