@@ -292,6 +292,9 @@ fn run(args: &Args) -> Result<(), Failure> {
                 native::NativeError::SrunArgs(_) => {
                     non_empty(&args.srun_args).map(|p| p.display().to_string())
                 }
+                native::NativeError::Config(_) | native::NativeError::NoGenServers => {
+                    Some(shown.to_string())
+                }
                 _ => None,
             };
             let error = anyhow::Error::new(error);

@@ -39,6 +39,11 @@ pub enum ConfigError {
     },
     #[error("key `{key}`: missing, expected {expected}")]
     Missing { key: String, expected: &'static str },
+    #[error("key `{key}`: cannot read the section")]
+    Unreadable {
+        key: String,
+        source: serde_norway::Error,
+    },
 }
 
 /// A disaggregated perf config.
@@ -206,6 +211,42 @@ struct RawEnvironment {
     extra: Mapping,
 }
 
+impl RawSection for RawLaunchConfig {
+    fn extra(&mut self) -> &mut Mapping {
+        &mut self.extra
+    }
+}
+
+impl RawSection for RawBenchmark {
+    fn extra(&mut self) -> &mut Mapping {
+        &mut self.extra
+    }
+}
+
+impl RawSection for RawHardware {
+    fn extra(&mut self) -> &mut Mapping {
+        &mut self.extra
+    }
+}
+
+impl RawSection for RawWorkerConfig {
+    fn extra(&mut self) -> &mut Mapping {
+        &mut self.extra
+    }
+}
+
+impl RawSection for RawServerConfig {
+    fn extra(&mut self) -> &mut Mapping {
+        &mut self.extra
+    }
+}
+
+impl RawSection for RawEnvironment {
+    fn extra(&mut self) -> &mut Mapping {
+        &mut self.extra
+    }
+}
+
 impl LaunchConfig {
     /// Parses and checks a config.
     pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
@@ -311,24 +352,31 @@ fn server(value: Option<Value>, key: &str) -> Result<ServerConfig, ConfigError> 
     ServerConfig::from_raw(section_or_empty(value, key)?, key)
 }
 
-/// Deserialises a section that must be a mapping.
-fn section<T: for<'de> Deserialize<'de>>(value: Value, key: &str) -> Result<T, ConfigError> {
-    if !value.is_mapping() {
+/// A `Raw*` section: serde reads the typed keys, `extra` keeps the rest.
+trait RawSection: for<'de> Deserialize<'de> {
+    fn extra(&mut self) -> &mut Mapping;
+}
+
+/// Deserialises a section that must be a mapping. Keys that are not strings (YAML allows
+/// `7: x`) cannot name a field, so they go to `extra` without passing through serde.
+fn section<T: RawSection>(value: Value, key: &str) -> Result<T, ConfigError> {
+    let Value::Mapping(mapping) = value else {
         return Err(invalid(key, MAPPING, &value));
-    }
-    let found = describe(&value);
-    serde_norway::from_value(value).map_err(|_| ConfigError::Invalid {
-        key: key.to_owned(),
-        expected: MAPPING,
-        found,
-    })
+    };
+    let (named, other): (Mapping, Mapping) =
+        mapping.into_iter().partition(|(name, _)| name.is_string());
+    let mut raw: T = serde_norway::from_value(Value::Mapping(named)).map_err(|source| {
+        ConfigError::Unreadable {
+            key: key.to_owned(),
+            source,
+        }
+    })?;
+    raw.extra().extend(other);
+    Ok(raw)
 }
 
 /// Like [`section`], with an absent section read as an empty mapping.
-fn section_or_empty<T: for<'de> Deserialize<'de>>(
-    value: Option<Value>,
-    key: &str,
-) -> Result<T, ConfigError> {
+fn section_or_empty<T: RawSection>(value: Option<Value>, key: &str) -> Result<T, ConfigError> {
     section(value.unwrap_or_else(|| Value::Mapping(Mapping::new())), key)
 }
 
@@ -453,6 +501,14 @@ mod tests {
         let written = serde_norway::to_string(&config).expect("serialisable");
         assert!(written.contains("model_name: m"), "{written}");
         assert!(written.contains("decoding_type: MTP"), "{written}");
+    }
+
+    #[test]
+    fn keys_that_are_not_strings_are_kept() {
+        let yaml = "hardware: {gpus_per_node: 4, num_ctx_servers: 1, num_gen_servers: 1, 7: x, [a]: y}\n1: top\n";
+        let config = LaunchConfig::from_yaml(yaml).expect("valid");
+        assert_eq!(config.hardware.extra.len(), 2);
+        assert_eq!(config.extra.get(Value::from(1)), Some(&Value::from("top")));
     }
 
     #[test]
