@@ -1,0 +1,113 @@
+//! Helpers for the end-to-end tests: where the binaries are, running commands with a bound,
+//! and a private Slurm cluster that is stopped when dropped.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+/// The directory with the workspace's debug binaries, built if any is missing.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/debug/deps/<test> → target/debug
+    let dir = exe.parent().and_then(Path::parent).expect("target dir").to_path_buf();
+    let wanted = ["rank-launch", "launch-gen", "shim-leader", "shim-worker", "shim-role", "rank-check"];
+    if wanted.iter().any(|b| !dir.join(b).exists()) {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--workspace", "--bins", "--manifest-path"])
+            .arg(root().join("Cargo.toml"))
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "cargo build --workspace --bins failed");
+    }
+    dir
+}
+
+/// What a finished command printed.
+pub struct Output {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub took: Duration,
+}
+
+/// Runs `cmd` to its end, killing it after `limit`.
+pub fn run(cmd: &mut Command, limit: Duration) -> Output {
+    let started = Instant::now();
+    let mut child =
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let out_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut out, &mut s);
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut err, &mut s);
+        s
+    });
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break Some(status);
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = started.elapsed();
+    let stdout = out_reader.join().unwrap_or_default();
+    let stderr = err_reader.join().unwrap_or_default();
+    assert!(status.is_some(), "`{cmd:?}` did not end within {limit:?}\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    Output { code: status.and_then(|s| s.code()), stdout, stderr, took }
+}
+
+/// A private Slurm cluster (tests/cluster/local.sh) in a temp dir; stopped on drop.
+pub struct Cluster {
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    pub fn up(n_nodes: u32) -> Cluster {
+        let dir = tempfile::Builder::new().prefix("rank-launch-e2e.").tempdir().expect("tempdir");
+        let out = run(
+            Command::new(root().join("tests/cluster/local.sh"))
+                .args(["up", &n_nodes.to_string()])
+                .env("RANK_LAUNCH_CLUSTER_DIR", dir.path().join("cluster")),
+            Duration::from_secs(60),
+        );
+        assert_eq!(out.code, Some(0), "cluster did not come up:\n{}{}", out.stdout, out.stderr);
+        Cluster { dir }
+    }
+
+    pub fn slurm_conf(&self) -> PathBuf {
+        self.dir.path().join("cluster/slurm.conf")
+    }
+
+    /// A command with this cluster's configuration and the binaries on PATH.
+    pub fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(program);
+        let path = format!("{}:{}", bin_dir().display(), std::env::var("PATH").unwrap_or_default());
+        cmd.env("SLURM_CONF", self.slurm_conf()).env("PATH", path);
+        cmd
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new(root().join("tests/cluster/local.sh"))
+            .arg("down")
+            .env("RANK_LAUNCH_CLUSTER_DIR", self.dir.path().join("cluster"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
