@@ -1,0 +1,176 @@
+//! `shim-leader`: the MPI leader (rank 0, beside the task) and, with `--action stop`, the
+//! authenticated client that stops it. Stand-in for `tensorrt_llm.llmapi.mgmn_leader_node`.
+//!
+//! `--action start` (default): bind the proxy address, initialise MPI, serve tasks until an
+//! authenticated stop (or `SIGTERM`), stop the workers, finalize, exit 0.
+//! `--action stop`: connect with the key, ask the leader to stop, exit 0 once it confirms.
+
+use std::net::TcpListener;
+use std::process::ExitCode;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow};
+use mpi::traits::*;
+use shims::edge::{self, Fail};
+use shims::mgmn::{self, LeaderEnd};
+use shims::proxy::{self, Client, Key, Reply, Request};
+use shims::{envs, say};
+
+const HELP: &str = "\
+shim-leader [--action start|stop]: MPI leader stand-in (rank 0 of the step)
+
+  start (default)  serve the proxy at $TLLM_SPAWN_PROXY_PROCESS_IPC_ADDR for the MPI world
+  stop             ask the leader at that address to stop its world (authenticated)
+
+Needs TLLM_SPAWN_PROXY_PROCESS_IPC_ADDR and TLLM_SPAWN_PROXY_PROCESS_IPC_HMAC_KEY (set by
+rank-launch). SHIM_STOP_TIMEOUT bounds the stop client (seconds, default 5).
+Exit codes: 0 success, 1 failure, 2 bad input.
+";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Start,
+    Stop,
+    Help,
+}
+
+fn parse_args(args: &[String]) -> Result<Action, String> {
+    let mut action = Action::Start;
+    let mut i = 0;
+    while i < args.len() {
+        let value = match args[i].as_str() {
+            "-h" | "--help" => return Ok(Action::Help),
+            "--action" => {
+                i += 1;
+                args.get(i).map(String::as_str)
+            }
+            other => match other.strip_prefix("--action=") {
+                Some(v) => Some(v),
+                None => {
+                    return Err(format!(
+                        "unknown argument `{other}`: expected `--action start|stop`"
+                    ));
+                }
+            },
+        };
+        action = match value {
+            Some("start") => Action::Start,
+            Some("stop") => Action::Stop,
+            Some(v) => return Err(format!("`--action {v}`: expected `start` or `stop`")),
+            None => return Err("`--action` needs a value: `start` or `stop`".into()),
+        };
+        i += 1;
+    }
+    Ok(action)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let role = envs::get("DISAGG_SERVING_TYPE").unwrap_or_else(|| "-".into());
+    let host = shims::log::host_name();
+    match parse_args(&args) {
+        Ok(Action::Help) => {
+            print!("{HELP}");
+            ExitCode::SUCCESS
+        }
+        Ok(Action::Stop) => {
+            shims::log::set_prefix(format!("shim-leader-stop {role} host={host}"));
+            edge::finish(stop())
+        }
+        Ok(Action::Start) => {
+            shims::log::set_prefix(format!("shim-leader {role} rank=0 host={host}"));
+            edge::finish(start())
+        }
+        Err(e) => {
+            shims::log::set_prefix("shim-leader");
+            edge::finish(Err(edge::bad_input(anyhow!(e))))
+        }
+    }
+}
+
+fn stop() -> Result<(), Fail> {
+    let key = Key::from_env().map_err(edge::bad_input)?;
+    let addr = proxy::addr_from_env().map_err(edge::bad_input)?;
+    let secs: f64 =
+        envs::parse_or("SHIM_STOP_TIMEOUT", 5.0, "a number of seconds").map_err(edge::bad_input)?;
+    let timeout = Duration::from_secs_f64(secs.clamp(0.1, 3600.0));
+    let started = Instant::now();
+    let mut client = Client::connect(addr, &key, timeout)
+        .with_context(|| format!("stopping the leader at {addr}"))
+        .map_err(edge::failed)?;
+    match client.call(Request::Stop, timeout) {
+        Ok(Reply::Stopping) => {
+            say!(
+                "leader at {addr} is stopping ({} ms)",
+                started.elapsed().as_millis()
+            );
+            Ok(())
+        }
+        Ok(other) => Err(edge::failed(anyhow!("unexpected reply to stop: {other:?}"))),
+        Err(e) => Err(edge::failed(
+            anyhow::Error::from(e).context("stopping the leader"),
+        )),
+    }
+}
+
+fn start() -> Result<(), Fail> {
+    let key = Key::from_env().map_err(edge::bad_input)?;
+    let addr = proxy::addr_from_env().map_err(edge::bad_input)?;
+    // Bind first: the task starts at the same time and connects as soon as it can.
+    let listener = TcpListener::bind(addr)
+        .with_context(|| format!("failed to bind the proxy address {addr}"))
+        .map_err(edge::failed)?;
+    mgmn::install_term_handler().map_err(|e| edge::failed(anyhow!(e)))?;
+    let (jobs_tx, jobs_rx) = mpsc::channel();
+    mgmn::spawn_acceptor(listener, key, jobs_tx);
+
+    let started = Instant::now();
+    let (universe, _) = mpi::initialize_with_threading(mpi::Threading::Funneled)
+        .ok_or_else(|| edge::failed(anyhow!("MPI was already initialised")))?;
+    let world = universe.world();
+    let (rank, size) = (world.rank(), world.size());
+    if rank != 0 {
+        // No MPI_Finalize (a fence the others would never reach): fail the world instead.
+        std::mem::forget(universe);
+        return Err(edge::failed(anyhow!(
+            "shim-leader runs as MPI rank 0, but this process is rank {rank} of {size}"
+        )));
+    }
+    if let Err(e) = edge::check_world_size(size) {
+        mgmn::stop_workers(&world);
+        return Err(edge::failed(anyhow!(e)));
+    }
+    say!(
+        "MPI world of {size} rank(s) up in {} ms; serving the proxy on {addr}",
+        started.elapsed().as_millis()
+    );
+    let (end, tasks) = mgmn::run_leader(&world, &jobs_rx);
+    let why = match end {
+        LeaderEnd::Stopped => "stop request",
+        LeaderEnd::Terminated => "termination signal",
+    };
+    say!("stopped by {why} after {tasks} task(s); finalizing MPI");
+    drop(universe);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(args: &[&str]) -> Vec<String> {
+        args.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn args() {
+        assert_eq!(parse_args(&v(&[])), Ok(Action::Start));
+        assert_eq!(parse_args(&v(&["--action", "stop"])), Ok(Action::Stop));
+        assert_eq!(parse_args(&v(&["--action=start"])), Ok(Action::Start));
+        assert_eq!(parse_args(&v(&["-h"])), Ok(Action::Help));
+        assert!(parse_args(&v(&["--action"])).is_err());
+        assert!(parse_args(&v(&["--action", "kill"])).is_err());
+        assert!(parse_args(&v(&["stop"])).is_err());
+    }
+}
