@@ -24,7 +24,7 @@ use thiserror::Error;
 
 use crate::config::{ConfigError, GEN_ONLY_VARIABLE, LaunchConfig};
 use crate::plan::Plan;
-use crate::shell::{self, ShellWordError, Word};
+use crate::shell::{self, Segment, ShellWordError, Word};
 
 /// The run-time part of every native script.
 pub const TEMPLATE: &str = include_str!("../templates/native.sh");
@@ -221,6 +221,15 @@ fn srun_words(text: &str, gen_only: bool) -> Result<(Vec<Word>, String, Vec<Stri
     Ok((shared, mpi, forwards))
 }
 
+/// Precedes an assignment whose single-quoted value holds `$` or a backtick on purpose:
+/// shellcheck's SC2016 would otherwise suggest expanding it.
+const LITERAL_DIRECTIVE: &str =
+    "# shellcheck disable=SC2016 # a literal `$` or backtick, not expanded here\n";
+
+fn has_expansion_chars(value: &str) -> bool {
+    value.contains(['$', '`'])
+}
+
 fn variable_block(
     config: &LaunchConfig,
     plan: &Plan,
@@ -268,7 +277,21 @@ fn variable_block(
         if value.contains('\0') {
             return Err(NativeError::Nul { name });
         }
+        if has_expansion_chars(value) {
+            block.push_str(LITERAL_DIRECTIVE);
+        }
         let _ = writeln!(block, "{name}={}", shell::quote(value));
+    }
+    let literal_expansion =
+        srun_args
+            .iter()
+            .flat_map(|word| &word.0)
+            .any(|segment| match segment {
+                Segment::Literal(text) => has_expansion_chars(text),
+                Segment::Var(_) => false,
+            });
+    if literal_expansion {
+        block.push_str(LITERAL_DIRECTIVE);
     }
     block.push_str("srunArgs=(\n");
     for word in &srun_args {

@@ -2,10 +2,10 @@
 # launch-gen native template (generator/templates/native.sh).
 #
 # Every role runs through rank-launch in its own srun step. The batch shell supervises all of
-# them: the first step that fails (or a server that ends before the benchmark) stops the others
-# and decides the one verdict line; a passed benchmark gives the servers `drainTimeout` seconds
-# to stop by themselves. Stopping is TERM, then KILL after `stopTimeout` seconds. The job is
-# never scancel'ed from inside, so a failure ends it FAILED with a meaningful exit code.
+# them: the first step that fails stops the others and decides the one verdict line; once a
+# step ends with 0 (normally the benchmark) all others get `drainTimeout` seconds to end too.
+# Stopping is TERM, then KILL after `stopTimeout` seconds. The job is never scancel'ed from
+# inside, so a failure ends it FAILED with a meaningful exit code.
 # Requires bash 5.1 (`wait -n -p`).
 # ---------------------------------------------------------------------------------------------
 set -Eeuo pipefail
@@ -266,18 +266,31 @@ export pytestCommand="$benchmarkCommand"
 start_step BENCHMARK "$jobWorkspace/benchmark.log" \
     "${srunCmd[@]}" --kill-on-bad-exit=1 --overlap -N 1 --ntasks=1 -w "$firstNode" "$rankLaunch" --label
 
-# Supervision: any failure, or a server ending before the benchmark, fails the job.
+# Supervision. Any non-zero exit fails the job at once. The first step to end with 0 opens the
+# drain window of `drainTimeout` seconds in which every other step must end too: servers stop
+# when the benchmark reports its end, and may be reaped just before it. A server that ended
+# while the benchmark is still running when the window closes fails the job.
+earlyRole=''
+earlyLog=''
+benchmarkDone=0
 while ((${#stepRole[@]} > 0)); do
     if ! reap_step; then
-        pid=$(first_running)
-        fail "$(role_now): still running ${drainTimeout} s after BENCHMARK passed, log ${stepLog[$pid]}" 1
+        if ((benchmarkDone)); then
+            pid=$(first_running)
+            fail "$(role_now): still running ${drainTimeout} s after BENCHMARK passed, log ${stepLog[$pid]}" 1
+        fi
+        fail "$earlyRole: exit 0 before BENCHMARK finished, log $earlyLog" 1
     fi
     [[ -n $role ]] || break
     if [[ $role == BENCHMARK ]]; then
+        benchmarkDone=1
+    elif ((benchmarkDone == 0)) && [[ -z $earlyRole ]]; then
+        earlyRole=$role
+        earlyLog=$log
+    fi
+    if [[ $currentRole != DRAIN ]]; then
         currentRole=DRAIN
         start_timer "$drainTimeout"
-    elif [[ $currentRole != DRAIN ]]; then
-        fail "$role: exit 0 before BENCHMARK finished, log $log" 1
     fi
 done
 stop_timer

@@ -1,1 +1,148 @@
-//! explain
+//! `--explain` tables and `--submit` through a fake `sbatch`.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::process::Command;
+
+use crate::{file_name, launch_gen, real_configs, write_files};
+
+#[test]
+fn explain_prints_the_plan_and_the_node_slices() {
+    let config = real_configs()
+        .into_iter()
+        .find(|path| path.to_string_lossy().contains("gb200_deepseek"))
+        .expect("config");
+    let dir = config.parent().expect("configs dir");
+    let name = file_name(&config);
+    let run = launch_gen(
+        dir,
+        [
+            "--config-yaml",
+            &name,
+            "--explain",
+            "--nodelist",
+            "node[01-07]",
+        ],
+    );
+    assert_eq!((run.code, run.stderr.as_str()), (0, ""));
+    let expected = format!(
+        "plan for `{name}` (mode `e2e`, 4 GPUs per node)
+
+server         count  GPUs each  nodes each  tasks per node  nodes  GPUs
+GEN                1         16           4               4      4    16
+CTX                2          4           1               4      2     8
+DISAGG_SERVER      1          -           -               1      -     -
+BENCHMARK          1          -           -               1      -     -
+total                                                            6    24
+
+GPUs: 24 allocated (6 nodes x 4), 24 used by servers
+
+node slices (7 nodes given):
+  GEN_0          node01,node02,node03,node04
+  CTX_0          node05
+  CTX_1          node06
+  DISAGG_SERVER  node01 (--overlap)
+  BENCHMARK      node01 (--overlap)
+  unused         node07
+"
+    );
+    assert_eq!(run.stdout, expected);
+}
+
+#[test]
+fn explain_of_every_real_config_matches_its_snapshot() {
+    for config in real_configs() {
+        let dir = config.parent().expect("configs dir");
+        let name = file_name(&config);
+        let run = launch_gen(dir, ["--config-yaml", &name, "--explain"]);
+        assert_eq!((run.code, run.stderr.as_str()), (0, ""), "{name}");
+        insta::assert_snapshot!(format!("explain-{name}"), run.stdout);
+    }
+}
+
+#[test]
+fn explain_with_launch_sh_also_writes_the_script() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    write_files(
+        dir.path(),
+        &[(
+            "cfg.yaml",
+            "hardware: {gpus_per_node: 2, num_ctx_servers: 1, num_gen_servers: 1}\n",
+        )],
+    );
+    let run = launch_gen(
+        dir.path(),
+        [
+            "--config-yaml",
+            "cfg.yaml",
+            "--command",
+            "c",
+            "--explain",
+            "--launch-sh",
+            "out.sh",
+        ],
+    );
+    assert_eq!((run.code, run.stderr.as_str()), (0, ""));
+    assert!(run.stdout.starts_with("plan for `cfg.yaml`"));
+    assert!(dir.path().join("out.sh").is_file());
+}
+
+#[test]
+fn submit_runs_sbatch_and_prints_the_job_id() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bin = dir.path().join("bin");
+    write_files(
+        dir.path(),
+        &[
+            (
+                "cfg.yaml",
+                "hardware: {gpus_per_node: 2, num_ctx_servers: 1, num_gen_servers: 1}\n",
+            ),
+            (
+                "bin/sbatch",
+                "#!/bin/bash\n[[ $1 == --parsable && -f $2 ]] || exit 9\nif [[ -n ${FAIL:-} ]]; then echo 'sbatch: error: Batch job submission failed: Invalid partition' >&2; exit 1; fi\necho '4242;cluster'\n",
+            ),
+        ],
+    );
+    std::fs::set_permissions(bin.join("sbatch"), std::fs::Permissions::from_mode(0o755))
+        .expect("executable");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let submit = |env: &[(&str, &str)]| {
+        let args = [
+            "--config-yaml",
+            "cfg.yaml",
+            "--command",
+            "c",
+            "--launch-sh",
+            "out.sh",
+            "--submit",
+        ];
+        let output = Command::new(env!("CARGO_BIN_EXE_launch-gen"))
+            .args(args)
+            .current_dir(dir.path())
+            .env("PATH", &path)
+            .envs(env.iter().copied())
+            .output()
+            .expect("launch-gen runs");
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+        (
+            output.status.code().expect("exit code"),
+            text(&output.stdout),
+            text(&output.stderr),
+        )
+    };
+    assert_eq!(submit(&[]), (0, "4242\n".to_owned(), String::new()));
+    let refused = "error: `sbatch` failed (exit status: 1): sbatch: error: Batch job submission failed: Invalid partition\n";
+    assert_eq!(
+        submit(&[("FAIL", "1")]),
+        (1, String::new(), refused.to_owned())
+    );
+    let missing = "error: cannot run `sbatch`: no such file or directory\n";
+    assert_eq!(
+        submit(&[("PATH", "/nonexistent")]),
+        (1, String::new(), missing.to_owned())
+    );
+}

@@ -27,6 +27,14 @@ fn real_configs() -> Vec<PathBuf> {
     configs
 }
 
+/// The last component of `path`, as text.
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .expect("a file name")
+        .to_string_lossy()
+        .into_owned()
+}
+
 /// The outcome of one run of the binary.
 #[derive(Debug)]
 struct Run {
