@@ -63,7 +63,12 @@ struct Args {
     #[arg(long)]
     run_ci: bool,
     /// Source tree under which the test list's config is looked up.
-    #[arg(long, value_name = "DIR", default_value = "")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "",
+        hide_default_value = true
+    )]
     llm_src: OsString,
     /// Test list whose first line selects the config (`...[disagg-<config>]`).
     #[arg(long, value_name = "FILE")]
@@ -127,7 +132,7 @@ struct Args {
         help_heading = "Native mode"
     )]
     precheck_timeout: u64,
-    /// Seconds the servers get to stop by themselves after the benchmark passed.
+    /// Seconds the other steps get to end once one ended with 0 (normally the benchmark).
     #[arg(
         long,
         value_name = "SECS",

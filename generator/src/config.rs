@@ -211,41 +211,25 @@ struct RawEnvironment {
     extra: Mapping,
 }
 
-impl RawSection for RawLaunchConfig {
-    fn extra(&mut self) -> &mut Mapping {
-        &mut self.extra
-    }
+/// Implements [`RawSection`] for structs whose unknown keys live in `extra`.
+macro_rules! raw_sections {
+    ($($raw:ty),*) => {$(
+        impl RawSection for $raw {
+            fn extra(&mut self) -> &mut Mapping {
+                &mut self.extra
+            }
+        }
+    )*};
 }
 
-impl RawSection for RawBenchmark {
-    fn extra(&mut self) -> &mut Mapping {
-        &mut self.extra
-    }
-}
-
-impl RawSection for RawHardware {
-    fn extra(&mut self) -> &mut Mapping {
-        &mut self.extra
-    }
-}
-
-impl RawSection for RawWorkerConfig {
-    fn extra(&mut self) -> &mut Mapping {
-        &mut self.extra
-    }
-}
-
-impl RawSection for RawServerConfig {
-    fn extra(&mut self) -> &mut Mapping {
-        &mut self.extra
-    }
-}
-
-impl RawSection for RawEnvironment {
-    fn extra(&mut self) -> &mut Mapping {
-        &mut self.extra
-    }
-}
+raw_sections!(
+    RawLaunchConfig,
+    RawBenchmark,
+    RawHardware,
+    RawWorkerConfig,
+    RawServerConfig,
+    RawEnvironment
+);
 
 impl LaunchConfig {
     /// Parses and checks a config.
