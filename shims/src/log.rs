@@ -9,19 +9,24 @@
 
 use std::fmt;
 use std::io::Write;
-use std::sync::OnceLock;
+use std::sync::RwLock;
 
-static PREFIX: OnceLock<String> = OnceLock::new();
+static PREFIX: RwLock<String> = RwLock::new(String::new());
 
-/// Sets the prefix of every later line, e.g. `shim-worker GEN_0 rank=3 host=n1`. First call wins.
+/// Sets the prefix of every later line, e.g. `shim-worker GEN_0 rank=3 host=n1` (a later call
+/// replaces it: the rank is known only once MPI is up).
 pub fn set_prefix(prefix: impl Into<String>) {
-    let _ = PREFIX.set(prefix.into());
+    if let Ok(mut slot) = PREFIX.write() {
+        *slot = prefix.into();
+    }
 }
 
 /// Writes one line to stderr.
 pub fn line(args: fmt::Arguments<'_>) {
-    let prefix = PREFIX.get().map_or("shim", String::as_str);
-    let text = format!("[{prefix}] {args}\n");
+    let text = match PREFIX.read() {
+        Ok(prefix) if !prefix.is_empty() => format!("[{prefix}] {args}\n"),
+        _ => format!("[shim] {args}\n"),
+    };
     let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 

@@ -245,6 +245,9 @@ impl ServerState {
     }
 
     fn complete(&self, body: &[u8]) -> Response {
+        if self.failed() {
+            return Response::error(503, "MPI world failed");
+        }
         let body: Value = match serde_json::from_slice(body) {
             Ok(v) => v,
             Err(e) => return Response::error(400, format!("the body is not JSON: {e}")),

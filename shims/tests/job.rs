@@ -125,8 +125,11 @@ fn a_crashed_gen_rank_fails_the_world_within_a_bound() {
     let status = world.wait(Duration::from_secs(90));
     let took = started.elapsed();
     assert!(!status.success(), "the world must fail\n{}", world.all());
+    let err = world.stderr();
+    assert!(err.contains("MPI world of 3 rank(s) up"), "{}", world.all());
     assert!(
-        world.stderr().contains("fault injection (SHIM_FAIL_RANK)"),
+        err.contains("[shim-worker GEN_0 rank=1 host=")
+            && err.contains("fault injection (SHIM_FAIL_RANK)"),
         "{}",
         world.all()
     );

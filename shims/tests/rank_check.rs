@@ -96,3 +96,26 @@ fn one_bad_rank_fails_every_rank() {
         proc.all()
     );
 }
+
+#[test]
+fn a_rank_that_never_joins_is_a_bounded_failure_naming_the_phase() {
+    // Rank 1 never calls MPI_Init: rank 0 waits in MPI_Init until its watchdog fires.
+    let started = std::time::Instant::now();
+    let mut cmd = mpirun(1);
+    cmd.arg(env!("CARGO_BIN_EXE_rank-check"))
+        .args([":", "-np", "1", "sleep", "60"])
+        .env("RANK_CHECK_TIMEOUT", "3");
+    let (status, proc) = run("rank-check", &mut cmd, LIMIT);
+    assert!(!status.success(), "{}", proc.all());
+    assert!(
+        proc.stderr()
+            .contains("error: no verdict after 3s: stuck in MPI_Init"),
+        "{}",
+        proc.all()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{}",
+        proc.all()
+    );
+}

@@ -7,10 +7,14 @@
 //! and an allreduce are timed, and the allreduce result is checked (sum of ranks). The ranks
 //! agree on one verdict (an allreduce of error flags), so every rank exits with the same
 //! code and the step fails consistently. Rank 0 prints the node → ranks table and timings.
+//! A watchdog bounds the whole check (`RANK_CHECK_TIMEOUT`, default 120 s): a rank stuck in
+//! `MPI_Init` or a collective (a peer that never started, a transport that cannot connect)
+//! exits 3 with the phase it was stuck in, instead of hanging the job.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use mpi::collective::SystemOperation;
 use mpi::traits::*;
@@ -21,12 +25,48 @@ use shims::say;
 const HOST_BYTES: usize = 256;
 /// Timed repetitions of the barrier and the allreduce.
 const ROUNDS: u32 = 20;
+/// Bound of the whole check, seconds; a hung fabric must be a verdict, not a hang.
+const TIMEOUT_VAR: &str = "RANK_CHECK_TIMEOUT";
+const DEFAULT_TIMEOUT: f64 = 120.0;
+/// Exit code when the check did not finish in time (the same on every rank that times out).
+const TIMED_OUT: u8 = 3;
+
+/// What the rank is doing, for the watchdog's message.
+static PHASE: AtomicUsize = AtomicUsize::new(0);
+const PHASES: [&str; 6] = [
+    "MPI_Init",
+    "the host-name allgather",
+    "the barrier",
+    "the allreduce",
+    "agreeing on the verdict",
+    "MPI_Finalize",
+];
+
+fn phase(n: usize) {
+    PHASE.store(n, Ordering::SeqCst);
+}
+
+/// Ends the process if the check has not finished within `limit`.
+fn watchdog(limit: Duration) {
+    std::thread::spawn(move || {
+        std::thread::sleep(limit);
+        let stuck = PHASES[PHASE.load(Ordering::SeqCst).min(PHASES.len() - 1)];
+        say!(
+            "error: no verdict after {limit:?}: stuck in {stuck}. Another rank may not have \
+             started, or MPI cannot connect the ranks (with `OMPI_MCA_btl=self,tcp` on a host \
+             with several interfaces, set `OMPI_MCA_btl_tcp_if_include`)"
+        );
+        #[allow(clippy::exit)] // the main thread is blocked inside MPI: only exit can end it
+        std::process::exit(i32::from(TIMED_OUT));
+    });
+}
 
 const HELP: &str = "\
 rank-check: MPI fabric precheck. Run one per rank, e.g. `srun --mpi=pmix rank-check` or
 `mpirun -np 4 rank-check`. Checks that MPI's rank/size agree with the launcher's environment,
 gathers host names, times a barrier and an allreduce, and prints a node -> ranks table on rank 0.
-Every rank exits 0 only when everything agrees, else 1.
+Every rank exits 0 only when everything agrees, else 1; 3 when the check did not finish within
+RANK_CHECK_TIMEOUT seconds (default 120): a hung fabric is a verdict too.
 ";
 
 fn main() -> ExitCode {
@@ -38,17 +78,30 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let host = shims::log::host_name();
+    shims::log::set_prefix(format!("rank-check rank=? host={host}"));
     let env: EnvMap = std::env::vars().collect();
     let detected = rank::detect(&env);
+    let limit = match shims::envs::parse_or(TIMEOUT_VAR, DEFAULT_TIMEOUT, "a number of seconds") {
+        Ok(secs) if secs.is_finite() && secs > 0.0 && secs < 1e7 => Duration::from_secs_f64(secs),
+        Ok(secs) => {
+            say!("error: `{TIMEOUT_VAR}` is `{secs}`: expected a positive number of seconds");
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            say!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    watchdog(limit);
 
     let Some(universe) = mpi::initialize() else {
-        shims::log::set_prefix(format!("rank-check host={host}"));
         say!("error: MPI was already initialised");
         return ExitCode::FAILURE;
     };
     let world = universe.world();
     let (mpi_rank, mpi_size) = (world.rank(), world.size());
     shims::log::set_prefix(format!("rank-check rank={mpi_rank}/{mpi_size} host={host}"));
+    phase(1);
 
     let mut errors: Vec<String> = Vec::new();
     match &detected {
@@ -76,12 +129,14 @@ fn main() -> ExitCode {
         .collect();
 
     // Timings: one warm-up, then ROUNDS of each.
+    phase(2);
     world.barrier();
     let t = Instant::now();
     for _ in 0..ROUNDS {
         world.barrier();
     }
     let barrier_us = t.elapsed().as_secs_f64() * 1e6 / f64::from(ROUNDS);
+    phase(3);
     let expected = i64::from(mpi_size) * i64::from(mpi_size - 1) / 2;
     let mut sum = 0i64;
     let t = Instant::now();
@@ -104,6 +159,7 @@ fn main() -> ExitCode {
     for e in &errors {
         say!("error: {e}");
     }
+    phase(4);
     let flag = i32::from(!errors.is_empty());
     let mut failing = 0i32;
     world.all_reduce_into(&flag, &mut failing, SystemOperation::sum());
@@ -125,6 +181,7 @@ fn main() -> ExitCode {
             )
         );
     }
+    phase(5);
     drop(universe);
     if failing == 0 {
         ExitCode::SUCCESS

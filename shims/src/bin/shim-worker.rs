@@ -29,6 +29,10 @@ fn main() -> ExitCode {
 fn run() -> Result<(), Fail> {
     let role = envs::get("DISAGG_SERVING_TYPE");
     let host = shims::log::host_name();
+    shims::log::set_prefix(format!(
+        "shim-worker {} rank=? host={host}",
+        role.as_deref().unwrap_or("-")
+    ));
     let (universe, _) = mpi::initialize_with_threading(mpi::Threading::Funneled)
         .ok_or_else(|| edge::failed(anyhow!("MPI was already initialised")))?;
     let world = universe.world();
