@@ -15,7 +15,8 @@
 //!   oversubscribed.
 //! - Stop (from an authenticated `--action stop` client, or `SIGTERM` to the leader): the
 //!   leader tells every worker to exit, then every rank finalizes MPI (Open MPI's finalize is
-//!   a fence: all ranks must reach it) and exits 0.
+//!   a fence: all ranks must reach it) and exits 0. A `SIGTERM` that arrives while the leader
+//!   is inside a collective (which never returns once a rank died) ends it at once.
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -111,13 +112,23 @@ pub struct Job {
 
 /// Set by the leader's `SIGTERM`/`SIGINT` handler.
 static TERMINATE: AtomicBool = AtomicBool::new(false);
+/// True while the leader's main thread is inside a collective.
+static IN_COLLECTIVE: AtomicBool = AtomicBool::new(false);
 
-extern "C" fn on_term(_: nix::libc::c_int) {
+extern "C" fn on_term(signal: nix::libc::c_int) {
+    if IN_COLLECTIVE.load(Ordering::SeqCst) {
+        // A collective cannot be abandoned: when a rank died, it never returns. Exit now
+        // (`_exit` is async-signal-safe) so the step ends at once instead of after the
+        // launcher's grace period.
+        // SAFETY: `_exit` is async-signal-safe and takes no pointers.
+        unsafe { nix::libc::_exit(128 + signal) }
+    }
     TERMINATE.store(true, Ordering::SeqCst);
 }
 
 /// Makes `SIGTERM`/`SIGINT` ask the leader to stop its world cleanly instead of killing it
-/// (which would leave the workers of a `srun` step waiting forever).
+/// (which would leave the workers of a `srun` step waiting forever); inside a collective,
+/// which may never return, the signal ends the leader at once.
 pub fn install_term_handler() -> Result<(), String> {
     use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
     let action = SigAction::new(
@@ -256,6 +267,13 @@ pub fn run_leader(world: &SimpleCommunicator, jobs: &Receiver<Job>) -> (LeaderEn
                 return (LeaderEnd::Terminated, tasks);
             }
         };
+        if TERMINATE.load(Ordering::SeqCst) {
+            let _ = job.reply.send(Reply::Error {
+                message: "the leader is stopping".into(),
+            });
+            stop_workers(world);
+            return (LeaderEnd::Terminated, tasks);
+        }
         match job.request {
             Request::Ping => {
                 let _ = job.reply.send(Reply::Pong { world_size });
@@ -264,7 +282,9 @@ pub fn run_leader(world: &SimpleCommunicator, jobs: &Receiver<Job>) -> (LeaderEn
                 tasks += 1;
                 tell_workers([CMD_ALLREDUCE, tasks as i32]);
                 let mut sum = 0i64;
+                IN_COLLECTIVE.store(true, Ordering::SeqCst);
                 world.all_reduce_into(&0i64, &mut sum, SystemOperation::sum());
+                IN_COLLECTIVE.store(false, Ordering::SeqCst);
                 let _ = job.reply.send(Reply::Sum { sum, world_size });
             }
             Request::Stop => {

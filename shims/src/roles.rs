@@ -296,7 +296,9 @@ pub fn run_server(common: &Common) -> Result<(), RoleError> {
 
     let started = Instant::now();
     let mut client = Client::connect(addr, &key, common.timeout.min(Duration::from_secs(60)))?;
-    let (sum, n) = client.allreduce(proxy_timeout)?;
+    // The first task waits for the whole world to come up (MPI_Init on every rank): a wait
+    // like the others, bounded by SHIM_TIMEOUT; later tasks get the proxy timeout.
+    let (sum, n) = client.allreduce(common.timeout)?;
     let expected = proxy::expected_rank_sum(world_size);
     if sum != expected || n != world_size {
         return Err(RoleError::Failed(format!(

@@ -172,3 +172,62 @@ fn roles_name_missing_settings() {
         assert!(proc.stderr().contains(message), "{message}: {}", proc.all());
     }
 }
+
+/// The direct children of `parent` named `comm`.
+fn children_named(parent: u32, comm: &str) -> Vec<i32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid ...`; comm may hold spaces, so split at the last `)`.
+        let Some((head, tail)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let name = head.split_once('(').map_or("", |(_, n)| n);
+        let ppid = tail
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<u32>().ok());
+        if name == comm && ppid == Some(parent) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+#[test]
+fn sigterm_ends_a_leader_stuck_in_a_collective_at_once() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let port = common::free_port();
+    let mut world = start_world(port, KEY);
+    world.wait_for("MPI world of 2 rank(s) up", Duration::from_secs(60));
+    let mpirun_pid = world.pid();
+    let worker = children_named(mpirun_pid, "shim-worker");
+    let leader = children_named(mpirun_pid, "shim-leader");
+    assert_eq!((worker.len(), leader.len()), (1, 1), "{}", world.all());
+    let (worker, leader) = (Pid::from_raw(worker[0]), Pid::from_raw(leader[0]));
+
+    // A frozen worker: the leader's next allreduce cannot complete.
+    kill(worker, Signal::SIGSTOP).unwrap();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut client = Client::connect(addr, &Key::from_hex(KEY).unwrap(), T).unwrap();
+    let err = client.allreduce(Duration::from_millis(500)).unwrap_err();
+    assert!(matches!(err, ProxyError::Timeout { .. }), "{err}");
+
+    let started = Instant::now();
+    kill(leader, Signal::SIGTERM).unwrap();
+    let status = world.wait(Duration::from_secs(30));
+    let _ = kill(worker, Signal::SIGCONT);
+    assert!(!status.success(), "{}", world.all());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}\n{}",
+        started.elapsed(),
+        world.all()
+    );
+}

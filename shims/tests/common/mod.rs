@@ -164,6 +164,10 @@ impl Proc {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn stdout(&self) -> String {
         self.output.0.lock().expect("capture lock").stdout.clone()
     }
