@@ -71,6 +71,10 @@ struct RunArgs {
     /// Prefix each line the children print with the rank (`srun --label` style).
     #[arg(long, env = "RANK_LAUNCH_LABEL")]
     label: bool,
+    /// Append the children's output to this file instead of rank-launch's stdout/stderr
+    /// (`%r` rank, `%R` role, `%h` host); with `--label`, lines are prefixed there too.
+    #[arg(long, value_name = "PATH", env = "RANK_LAUNCH_LOG_FILE")]
+    log_file: Option<PathBuf>,
     /// Write this rank's result as JSON; `%r` becomes the rank, `%R` the role, `%h` the host.
     #[arg(long, value_name = "PATH", env = "RANK_LAUNCH_SUMMARY_JSON")]
     summary_json: Option<PathBuf>,
@@ -266,6 +270,8 @@ fn launch(
         }
     };
     let host = host_name();
+    let raw_role = env_map.get(ROLE_VAR).map_or("-", String::as_str);
+    logging::set_identity("?", raw_role, &host);
     let prepared = prepare(&args, command, force_mpi, env_list, env_map, &host);
     let (plan, info, role) = match prepared {
         Ok(p) => p,
@@ -417,6 +423,19 @@ fn prepare(
             })
         }
     };
+    let log_file = match &args.log_file {
+        None => None,
+        Some(pattern) => {
+            let role_name = role.map_or_else(|| "none".to_string(), |r| r.to_string());
+            let path = expand_pattern(pattern, info.rank, &role_name, host);
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .with_context(|| format!("failed to open the log file `{}`", path.display()))?;
+            Some(path)
+        }
+    };
     let scrub = match (mode, role) {
         (Mode::MpiRank0, _) => childenv::TASK_SCRUB_PREFIXES,
         (Mode::Single, Some(Role::DisaggServer | Role::Benchmark)) => {
@@ -433,6 +452,7 @@ fn prepare(
         leader_stop_timeout: args.leader_stop_timeout,
         grace: args.grace_period,
         label: args.label.then(|| format!("{}: ", info.rank)),
+        log_file,
         install,
         cwd: args.chdir.clone(),
         env,

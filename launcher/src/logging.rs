@@ -7,7 +7,7 @@
 //! environment: secrets live there.
 
 use std::fmt;
-use std::sync::OnceLock;
+use std::sync::RwLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::{Event, Subscriber};
@@ -19,11 +19,13 @@ use tracing_subscriber::registry::LookupSpan;
 /// The variable that sets the log filter.
 pub const LOG_VAR: &str = "RANK_LAUNCH_LOG";
 
-static IDENTITY: OnceLock<String> = OnceLock::new();
+static IDENTITY: RwLock<String> = RwLock::new(String::new());
 
-/// Sets the `rank=… role=… host=…` part of every later line.
+/// Sets the `rank=… role=… host=…` part of every later line (`?` where not known yet).
 pub fn set_identity(rank: &str, role: &str, host: &str) {
-    let _ = IDENTITY.set(format!("rank={rank} role={role} host={host}"));
+    if let Ok(mut identity) = IDENTITY.write() {
+        *identity = format!("rank={rank} role={role} host={host}");
+    }
 }
 
 struct Format;
@@ -43,9 +45,12 @@ where
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
         let secs = since_epoch.as_secs() % 86_400;
-        let identity = IDENTITY
-            .get()
-            .map_or("rank=? role=- host=?", String::as_str);
+        let identity = IDENTITY.read().map(|i| i.clone()).unwrap_or_default();
+        let identity = if identity.is_empty() {
+            "rank=? role=? host=?"
+        } else {
+            identity.as_str()
+        };
         write!(
             writer,
             "[rank-launch {:02}:{:02}:{:02}.{:03} {identity}] {} ",

@@ -65,6 +65,8 @@ pub struct Plan {
     pub grace: Duration,
     /// Prefix for each output line of the children, or `None` to let them write directly.
     pub label: Option<String>,
+    /// File for the children's output instead of rank-launch's stdout and stderr.
+    pub log_file: Option<PathBuf>,
     pub install: Option<Install>,
     pub cwd: Option<PathBuf>,
     /// The full environment, rank exports included.
@@ -187,7 +189,12 @@ pub fn run(sup: &mut Supervisor, plan: &Plan) -> Result<Outcome, RunError> {
 }
 
 fn output(plan: &Plan) -> Output {
-    plan.label.clone().map_or(Output::Inherit, Output::Label)
+    match (plan.label.clone(), plan.log_file.clone()) {
+        (None, None) => Output::Inherit,
+        (Some(prefix), None) => Output::Label(prefix),
+        (None, Some(path)) => Output::File(path),
+        (Some(prefix), Some(path)) => Output::LabelFile(prefix, path),
+    }
 }
 
 fn spec(plan: &Plan, name: &'static str, argv: Vec<OsString>, env: EnvList) -> ChildSpec {

@@ -62,6 +62,16 @@ pub enum Output {
     Label(String),
     /// Appended to a file (stdout and stderr both).
     File(PathBuf),
+    /// Through rank-launch, each line prefixed, appended to a file.
+    LabelFile(String, PathBuf),
+}
+
+/// Where a pump's lines go.
+#[derive(Clone)]
+enum Sink {
+    Stdout,
+    Stderr,
+    File(std::rc::Rc<File>),
 }
 
 /// Everything needed to start one child.
@@ -150,7 +160,7 @@ struct ChildRec {
 /// One output pipe of a labelled child.
 struct Pump {
     fd: OwnedFd,
-    to_stderr: bool,
+    sink: Sink,
     prefix: String,
     partial: Vec<u8>,
 }
@@ -204,21 +214,28 @@ impl Supervisor {
         if spec.stdin_null {
             cmd.stdin(Stdio::null());
         }
+        let open = |path: &PathBuf| {
+            File::options()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|source| SpawnError::OutputFile {
+                    path: path.display().to_string(),
+                    source,
+                })
+        };
+        let mut sinks = None;
         match &spec.output {
             Output::Inherit => {}
             Output::Label(_) => {
-                cmd.stdout(Stdio::piped());
-                cmd.stderr(Stdio::piped());
+                sinks = Some((Sink::Stdout, Sink::Stderr));
+            }
+            Output::LabelFile(_, path) => {
+                let file = std::rc::Rc::new(open(path)?);
+                sinks = Some((Sink::File(file.clone()), Sink::File(file)));
             }
             Output::File(path) => {
-                let file = File::options()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(|source| SpawnError::OutputFile {
-                        path: path.display().to_string(),
-                        source,
-                    })?;
+                let file = open(path)?;
                 let copy = file.try_clone().map_err(|source| SpawnError::OutputFile {
                     path: path.display().to_string(),
                     source,
@@ -226,6 +243,10 @@ impl Supervisor {
                 cmd.stdout(file);
                 cmd.stderr(copy);
             }
+        }
+        if sinks.is_some() {
+            cmd.stdout(Stdio::piped());
+            cmd.stderr(Stdio::piped());
         }
         let parent = getpid();
         let empty_mask: libc::sigset_t = *SigSet::empty().as_ref();
@@ -274,19 +295,19 @@ impl Supervisor {
             sentinel.register(pid);
         }
         let mut child = child;
-        if let Output::Label(prefix) = &spec.output {
-            for (fd, to_stderr) in [
-                child.stdout.take().map(OwnedFd::from),
-                child.stderr.take().map(OwnedFd::from),
-            ]
-            .into_iter()
-            .zip([false, true])
-            .filter_map(|(fd, e)| fd.map(|fd| (fd, e)))
-            {
+        if let (Some((out_sink, err_sink)), Output::Label(prefix) | Output::LabelFile(prefix, _)) =
+            (sinks, &spec.output)
+        {
+            let pipes = [
+                (child.stdout.take().map(OwnedFd::from), out_sink),
+                (child.stderr.take().map(OwnedFd::from), err_sink),
+            ];
+            for (fd, sink) in pipes {
+                let Some(fd) = fd else { continue };
                 set_nonblocking(&fd);
                 self.pumps.push(Pump {
                     fd,
-                    to_stderr,
+                    sink,
                     prefix: prefix.clone(),
                     partial: Vec::new(),
                 });
@@ -486,8 +507,8 @@ impl Supervisor {
         };
         if split_at > 0 {
             let lines: Vec<u8> = pump.partial.drain(..split_at).collect();
-            let (prefix, to_stderr) = (pump.prefix.clone(), pump.to_stderr);
-            self.emit(&prefix, &lines, to_stderr);
+            let (prefix, sink) = (pump.prefix.clone(), pump.sink.clone());
+            self.emit(&prefix, &lines, &sink);
         }
         if eof {
             self.pumps.remove(idx);
@@ -495,8 +516,9 @@ impl Supervisor {
     }
 
     /// Writes complete lines with a prefix, whole lines per `write`, at most [`ATOMIC_WRITE`].
-    fn emit(&mut self, prefix: &str, lines: &[u8], to_stderr: bool) {
-        if self.out_broken && !to_stderr {
+    fn emit(&mut self, prefix: &str, lines: &[u8], sink: &Sink) {
+        let is_stdout = matches!(sink, Sink::Stdout);
+        if self.out_broken && is_stdout {
             return;
         }
         let mut chunk = Vec::with_capacity(ATOMIC_WRITE);
@@ -504,10 +526,10 @@ impl Supervisor {
             if chunk.is_empty() {
                 return Ok(());
             }
-            let result = if to_stderr {
-                io::stderr().lock().write_all(chunk)
-            } else {
-                io::stdout().lock().write_all(chunk)
+            let result = match sink {
+                Sink::Stdout => io::stdout().lock().write_all(chunk),
+                Sink::Stderr => io::stderr().lock().write_all(chunk),
+                Sink::File(file) => (&**file).write_all(chunk),
             };
             chunk.clear();
             result
@@ -522,7 +544,7 @@ impl Supervisor {
         }
         result = result.and(flush(&mut chunk));
         if let Err(err) = result {
-            if !to_stderr && !self.out_broken {
+            if is_stdout && !self.out_broken {
                 tracing::warn!(%err, "stdout is gone; dropping the children's output from now on");
                 self.out_broken = true;
             }
