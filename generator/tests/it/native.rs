@@ -513,9 +513,20 @@ impl FakeCluster {
 fn a_passing_job_slices_nodes_runs_every_step_and_says_pass() {
     let cluster = FakeCluster::new();
     let outcome = cluster.run(&["--precheck", "--rank-check", "true"], &[], None);
-    assert_eq!(
-        (outcome.code, outcome.stdout.as_str()),
-        (0, "verdict: PASS\n")
+    assert_eq!(outcome.code, 0, "{}", outcome.stdout);
+    // The benchmark's result block, then the verdict as the last line.
+    let benchmark_log = cluster.log("benchmark.log");
+    assert!(
+        outcome.stdout.starts_with(&format!(
+            "launch-gen: benchmark result ({benchmark_log}):\n"
+        )),
+        "{}",
+        outcome.stdout
+    );
+    assert!(
+        outcome.stdout.ends_with("\nverdict: PASS\n"),
+        "{}",
+        outcome.stdout
     );
     let rank_launch = cluster.path("bin dir/rank launch").display().to_string();
     let install = cluster.path("install.sh").display().to_string();
