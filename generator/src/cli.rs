@@ -148,6 +148,15 @@ struct Args {
         help_heading = "Native mode"
     )]
     stop_timeout: u64,
+    /// Seconds a failing client (benchmark, router) waits for a server failure that would be
+    /// the real cause, so that the verdict names the root cause.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 5,
+        help_heading = "Native mode"
+    )]
+    cause_window: u64,
     /// `#SBATCH --job-name` (native mode without a prefix).
     #[arg(long, value_name = "NAME", help_heading = "Native mode")]
     job_name: Option<String>,
@@ -281,6 +290,7 @@ fn run(args: &Args) -> Result<(), Failure> {
             precheck_timeout: args.precheck_timeout,
             drain_timeout: args.drain_timeout,
             stop_timeout: args.stop_timeout,
+            cause_window: args.cause_window,
             sbatch: SbatchOptions {
                 job_name: args.job_name.as_deref(),
                 time: args.time.as_deref(),

@@ -71,6 +71,7 @@ pub struct NativeOptions<'a> {
     pub precheck_timeout: u64,
     pub drain_timeout: u64,
     pub stop_timeout: u64,
+    pub cause_window: u64,
     pub sbatch: SbatchOptions<'a>,
 }
 
@@ -262,6 +263,7 @@ fn variable_block(
         ("precheckTimeout", options.precheck_timeout.to_string()),
         ("drainTimeout", options.drain_timeout.to_string()),
         ("stopTimeout", options.stop_timeout.to_string()),
+        ("causeWindow", options.cause_window.to_string()),
         ("workerCommand", worker_command),
         ("serverCommand", server_command),
         ("benchmarkCommand", benchmark_command),

@@ -173,8 +173,43 @@ reap_step() {
     log=${stepLog[$endedPid]}
     finish_step "$endedPid"
     if ((rc != 0)); then
-        fail "$role: exit $rc, log $log" "$rc"
+        blame "$role" "$log" "$rc"
     fi
+}
+
+# How far a role is from the root of a failure: the router and the benchmark are clients of the
+# servers, and the benchmark a client of the router, so their failures are often consequences.
+upstreamness() {
+    case $1 in
+        BENCHMARK) echo 2 ;;
+        DISAGG_SERVER) echo 1 ;;
+        *) echo 0 ;;
+    esac
+}
+
+# blame ROLE LOG CODE: fails the job, naming the root cause. A failing client gives the other
+# steps `causeWindow` seconds to fail too, and the verdict names the most upstream failure.
+blame() {
+    local role=$1 log=$2 code=$3 otherRole
+    if (($(upstreamness "$role") > 0)); then
+        stop_timer
+        start_timer "$causeWindow"
+        while ((${#stepRole[@]} > 0)); do
+            reap_next
+            if [[ -n $timerPid && $endedPid == "$timerPid" ]]; then
+                timerPid=''
+                break
+            fi
+            [[ -n $endedPid ]] || break
+            otherRole=${stepRole[$endedPid]}
+            if ((rc != 0)) && (($(upstreamness "$otherRole") < $(upstreamness "$role"))); then
+                role=$otherRole log=${stepLog[$endedPid]} code=$rc
+            fi
+            finish_step "$endedPid"
+            (($(upstreamness "$role") > 0)) || break
+        done
+    fi
+    fail "$role: exit $code, log $log" "$code"
 }
 
 # Waits for every running step; the first non-zero exit fails the job.

@@ -375,7 +375,7 @@ tr ',' '\n' <<<"$FAKE_NODES"
 "#;
 
 /// Servers run until the benchmark is done. `FAKE_FAIL=ROLE:CODE` makes a role exit with CODE,
-/// `FAKE_EARLY=ROLE` makes it exit 0 at once, `FAKE_HANG=1` makes servers ignore the end of the
+/// `FAKE_LATE=ROLE:CODE` after a second, `FAKE_EARLY=ROLE` makes it exit 0 at once, `FAKE_HANG=1` makes servers ignore the end of the
 /// benchmark, `FAKE_STUBBORN=1` also makes them ignore TERM, `FAKE_BENCHMARK_SECONDS` sets how
 /// long the benchmark takes.
 const FAKE_RANK_LAUNCH: &str = r#"#!/bin/bash
@@ -383,6 +383,7 @@ role=${DISAGG_SERVING_TYPE:-NONE}
 printf 'role=%s cmd=%s\n' "$role" "${pytestCommand:-}"
 if [[ ${1:-} == -- ]]; then shift; exec "$@"; fi
 if [[ ${FAKE_FAIL:-} == "$role":* ]]; then sleep 0.2; exit "${FAKE_FAIL#*:}"; fi
+if [[ ${FAKE_LATE:-} == "$role":* ]]; then sleep 1; exit "${FAKE_LATE#*:}"; fi
 if [[ ${FAKE_EARLY:-} == "$role" ]]; then exit 0; fi
 if [[ $role == BENCHMARK ]]; then
     trap 'kill "$!"; exit 143' TERM
@@ -460,6 +461,8 @@ impl FakeCluster {
             "1",
             "--stop-timeout",
             "1",
+            "--cause-window",
+            "2",
         ];
         all.extend(args);
         render(self.dir.path(), &all);
@@ -590,6 +593,21 @@ fn the_first_failure_stops_the_rest_and_names_role_code_and_log() {
             vec![("FAKE_FAIL", "BENCHMARK:5")],
             5,
             failed("BENCHMARK", "exit 5", "benchmark.log"),
+        ),
+        // The benchmark fails first, but a server fails within the cause window: the server is
+        // the root cause and the verdict names it.
+        (
+            vec![("FAKE_FAIL", "BENCHMARK:5"), ("FAKE_LATE", "GEN_0:134")],
+            134,
+            failed("GEN_0", "exit 134", "gen_server_0.log"),
+        ),
+        (
+            vec![
+                ("FAKE_FAIL", "BENCHMARK:5"),
+                ("FAKE_LATE", "DISAGG_SERVER:7"),
+            ],
+            7,
+            failed("DISAGG_SERVER", "exit 7", "disagg_server.log"),
         ),
         (
             vec![
