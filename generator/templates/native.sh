@@ -86,9 +86,10 @@ start_timer() {
     timerPid=$!
 }
 
+# KILL, not TERM: a timer started after `fail` ignores TERM, inherited from its trap.
 stop_timer() {
     if [[ -n $timerPid ]]; then
-        kill "$timerPid" 2>/dev/null || true
+        kill -KILL "$timerPid" 2>/dev/null || true
         wait "$timerPid" 2>/dev/null || true
         timerPid=''
     fi
@@ -112,12 +113,17 @@ finish_step() {
 }
 
 # TERM to every running step, KILL (through USR1 to its subshell) to what is left after
-# `stopTimeout` seconds.
+# `stopTimeout` seconds. The TERM goes to the steps' tasks through Slurm (`scancel --signal`
+# reaches the steps, not this batch shell): each rank-launch then stops its children within its
+# grace period and srun ends with the step. A TERM to srun itself would make Slurm SIGKILL the
+# tasks at once, with no clean shutdown, so srun is signalled only where scancel cannot be used.
 stop_steps() {
     local pid
     ((${#stepRole[@]} > 0)) || return 0
     note "stopping ${stepRole[*]}"
-    kill -TERM "${!stepRole[@]}" 2>/dev/null || true
+    if [[ -z ${SLURM_JOB_ID:-} ]] || ! scancel --signal=TERM "$SLURM_JOB_ID" 2>/dev/null; then
+        kill -TERM "${!stepRole[@]}" 2>/dev/null || true
+    fi
     stop_timer
     start_timer "$stopTimeout"
     while ((${#stepRole[@]} > 0)); do

@@ -13,7 +13,8 @@ fn srun_pmix_rank_check_agrees_across_nodes() {
         cluster
             .command("srun")
             .args(["-N", "2", "-n", "4", "--ntasks-per-node=2", "--mpi=pmix", "rank-check"])
-            .env("OMPI_MCA_btl", "self,tcp"),
+            .env("OMPI_MCA_btl", "self,tcp")
+            .env("OMPI_MCA_btl_tcp_if_include", "lo"),
         Duration::from_secs(120),
     );
     assert_eq!(out.code, Some(0), "stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);

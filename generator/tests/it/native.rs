@@ -369,6 +369,12 @@ done
 exec "$@"
 "#;
 
+/// Like Slurm's `scancel --signal=TERM JOB`: TERM to the tasks of every step, not to srun.
+const FAKE_SCANCEL: &str = r#"#!/bin/bash
+printf 'scancel %s\n' "$*" >>"$FAKE_SRUN_LOG"
+pkill -TERM -f -- "$(dirname "$0")/rank launch" || true
+"#;
+
 const FAKE_SCONTROL: &str = r#"#!/bin/bash
 [[ $1 == show && $2 == hostnames ]] || exit 1
 tr ',' '\n' <<<"$FAKE_NODES"
@@ -412,6 +418,7 @@ impl FakeCluster {
         for (name, body) in [
             ("srun", FAKE_SRUN),
             ("scontrol", FAKE_SCONTROL),
+            ("scancel", FAKE_SCANCEL),
             ("rank launch", FAKE_RANK_LAUNCH),
         ] {
             let path = bin.join(name);
@@ -653,6 +660,14 @@ fn the_first_failure_stops_the_rest_and_names_role_code_and_log() {
             "env {env:?}: took {:?}",
             outcome.elapsed
         );
+        // Running steps are stopped through Slurm, which signals their tasks.
+        if outcome.srun_log.contains("rank launch --label") && !verdict.contains("SETUP") {
+            assert!(
+                outcome.srun_log.contains("scancel --signal=TERM 42"),
+                "env {env:?}: {}",
+                outcome.srun_log
+            );
+        }
     }
 }
 

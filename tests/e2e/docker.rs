@@ -1,0 +1,523 @@
+//! The launcher on a real multi-node Slurm cluster of containers (`docker/cluster.sh`): a
+//! controller and 4 compute nodes with their own host names and addresses. Each test starts a
+//! fresh cluster (`down`, then `up`: a few seconds once the image exists) and removes it at the
+//! end, so a failed test leaves nothing behind for the next one. A cross-process lock keeps two
+//! test runs from sharing the one cluster.
+//!
+//! Without a Docker engine every test prints a loud `SKIPPED` line and returns.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::Command;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use e2e_tests::{Output, bin_dir, root, run};
+
+/// Roles of the demo job (docker/demo.yaml) and how many ranks each has.
+const ROLES: [(&str, usize); 5] = [
+    ("GEN_0", 4),
+    ("CTX_0", 2),
+    ("CTX_1", 2),
+    ("DISAGG_SERVER", 1),
+    ("BENCHMARK", 1),
+];
+const NODES: [&str; 5] = ["c0", "n1", "n2", "n3", "n4"];
+/// The demo job with a benchmark of about 20 s: long enough to break it in the middle.
+const LONG: &str = "demo-long.yaml";
+/// rank-launch's grace period in the demo job (RANK_LAUNCH_GRACE_PERIOD in docker/job.sh).
+const GRACE: Duration = Duration::from_secs(5);
+/// A loopback port held for the whole test: the lock that keeps test runs (threads of one
+/// `cargo test`, or two test runs on one machine) from sharing the cluster. The kernel frees it
+/// when the holder dies.
+const LOCK_PORT: u16 = 47_613;
+
+fn cluster_sh() -> PathBuf {
+    root().join("docker/cluster.sh")
+}
+
+/// A started cluster; removed on drop.
+struct Docker {
+    _lock: TcpListener,
+}
+
+impl Docker {
+    /// Starts a fresh cluster, or returns `None` after a loud SKIPPED line when there is no
+    /// Docker engine.
+    fn start(test: &str) -> Option<Docker> {
+        let info = Command::new("docker").arg("info").output();
+        let failure = match &info {
+            Ok(out) if out.status.success() => None,
+            Ok(out) => Some(
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string(),
+            ),
+            Err(err) => Some(err.to_string()),
+        };
+        if let Some(why) = failure {
+            eprintln!(
+                "\n*** SKIPPED: no Docker engine (docker info failed: {why}) — docker::{test} did not run ***\n"
+            );
+            return None;
+        }
+        let lock = lock();
+        let bin = bin_dir();
+        let down = run(
+            Command::new(cluster_sh()).arg("down"),
+            Duration::from_secs(120),
+        );
+        assert_eq!(down.code, Some(0), "cluster.sh down:\n{}", down.stderr);
+        let up = run(
+            Command::new(cluster_sh())
+                .args(["up", "--bin-dir"])
+                .arg(&bin),
+            Duration::from_secs(600),
+        );
+        assert_eq!(
+            up.code,
+            Some(0),
+            "cluster.sh up:\nstdout:\n{}\nstderr:\n{}",
+            up.stdout,
+            up.stderr
+        );
+        eprintln!(
+            "docker::{test}: cluster up in {:.1} s",
+            up.took.as_secs_f64()
+        );
+        Some(Docker { _lock: lock })
+    }
+
+    /// Runs CMD in container NODE.
+    fn exec(&self, node: &str, cmd: &[&str]) -> Output {
+        run(
+            Command::new(cluster_sh()).arg("exec").arg(node).args(cmd),
+            Duration::from_secs(120),
+        )
+    }
+
+    /// Runs CMD in container NODE and returns its stdout; panics if it fails.
+    fn ok(&self, node: &str, cmd: &[&str]) -> String {
+        let out = self.exec(node, cmd);
+        assert_eq!(
+            out.code,
+            Some(0),
+            "{node}: {cmd:?}\nstdout:\n{}\nstderr:\n{}",
+            out.stdout,
+            out.stderr
+        );
+        out.stdout
+    }
+
+    /// Starts `cluster.sh demo --keep` in the background (its work directory stays in /shared).
+    fn demo(&self, extra: &[&str]) -> JoinHandle<Output> {
+        let mut cmd = Command::new(cluster_sh());
+        cmd.args(["demo", "--keep", "--bin-dir"])
+            .arg(bin_dir())
+            .args(extra);
+        std::thread::spawn(move || run(&mut cmd, Duration::from_secs(420)))
+    }
+
+    /// The running demo job: its id and work directory (the job's WorkDir, set by job.sh).
+    fn demo_job(&self) -> (String, String) {
+        let job = wait_for(
+            "the demo job to be submitted",
+            Duration::from_secs(120),
+            || {
+                let out = self.exec(
+                    "c0",
+                    &["squeue", "-h", "-n", "rank-launch-demo", "-o", "%i"],
+                );
+                Some(out.stdout.trim().to_string()).filter(|id| !id.is_empty())
+            },
+        );
+        let text = self.ok("c0", &["scontrol", "show", "job", &job]);
+        let work = field(&text, "WorkDir").unwrap_or_else(|| panic!("no WorkDir in:\n{text}"));
+        (job, work)
+    }
+
+    /// Waits until every rank of the job's servers has started its children and the benchmark
+    /// sends its requests: the job is in the middle of its work.
+    fn wait_mid_job(&self, work: &str) {
+        let logs = format!("cat {work}/job/*_server*.log {work}/job/benchmark.log 2>/dev/null");
+        wait_for(
+            "every rank to start and the benchmark to send requests",
+            Duration::from_secs(180),
+            || {
+                let out = self.exec("c0", &["bash", "-c", &logs]);
+                let started = out
+                    .stdout
+                    .lines()
+                    .filter(|l| {
+                        l.contains("INFO started child=\"task\"")
+                            || l.contains("INFO started child=\"worker\"")
+                    })
+                    .count();
+                // Rank 0 of GEN_0, CTX_0 and CTX_1, the router and the benchmark run a task;
+                // the other GEN and CTX ranks a worker.
+                let sending = out.stdout.lines().any(|l| l.contains("healthy; sending"));
+                (started == 10 && sending).then_some(())
+            },
+        );
+    }
+
+    /// Processes on NODE other than the cluster's own daemons.
+    fn leftovers(&self, node: &str) -> Vec<String> {
+        let daemons = [
+            "docker-init",
+            "tini",
+            "munged",
+            "slurmd",
+            "slurmctld",
+            "slurmscriptd",
+            "ps",
+        ];
+        self.ok(node, &["ps", "-eo", "pid=,comm="])
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .filter(|l| !daemons.contains(&l.split_whitespace().nth(1).unwrap_or("")))
+            .map(|l| format!("{node}: {l}"))
+            .collect()
+    }
+
+    /// Waits until no process of any job is left on the running nodes.
+    fn assert_nothing_left(&self, nodes: &[&str]) {
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(30);
+        loop {
+            let left: Vec<String> = nodes.iter().flat_map(|n| self.leftovers(n)).collect();
+            if left.is_empty() {
+                eprintln!(
+                    "no process of the job left on {nodes:?} (checked for {:.1} s)",
+                    started.elapsed().as_secs_f64()
+                );
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "processes of the job left 30 s after its end:\n{}",
+                left.join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+}
+
+impl Drop for Docker {
+    fn drop(&mut self) {
+        let _ = Command::new(cluster_sh()).arg("down").output();
+    }
+}
+
+/// Takes the cross-process lock, waiting for another test run to end.
+fn lock() -> TcpListener {
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    loop {
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", LOCK_PORT)) {
+            return listener;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "another docker test run held 127.0.0.1:{LOCK_PORT} for 30 min"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Polls `probe` every 300 ms until it returns a value; panics after `limit`.
+fn wait_for<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// `Key=value` from `scontrol show` output.
+fn field(text: &str, key: &str) -> Option<String> {
+    text.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{key}=")).map(str::to_string))
+}
+
+fn finish(demo: JoinHandle<Output>) -> Output {
+    demo.join().unwrap_or_else(|e| std::panic::resume_unwind(e))
+}
+
+fn all(out: &Output) -> String {
+    format!("stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr)
+}
+
+fn last_line(text: &str) -> &str {
+    text.lines().last().unwrap_or("")
+}
+
+/// The demo's per-rank rows: role rank host node exit_code seconds.
+fn rank_rows(stdout: &str) -> Vec<Vec<&str>> {
+    stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() == 6 && ROLES.iter().any(|(r, _)| *r == f[0]))
+        .collect()
+}
+
+/// The node slices `launch-gen --explain` printed: role → nodes its srun `-w` names.
+fn slices(stdout: &str) -> Vec<(String, Vec<String>)> {
+    stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("node slices"))
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .take_while(|f| f.len() >= 2 && ROLES.iter().any(|(r, _)| *r == f[0]))
+        .map(|f| {
+            (
+                f[0].to_string(),
+                f[1].split(',').map(str::to_string).collect(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn srun_pmix_rank_check_8_ranks_on_4_hosts() {
+    let Some(cluster) = Docker::start("srun_pmix_rank_check_8_ranks_on_4_hosts") else {
+        return;
+    };
+    let out = cluster.exec(
+        "c0",
+        &[
+            "srun",
+            "-N",
+            "4",
+            "--ntasks-per-node=2",
+            "--mpi=pmix",
+            "rank-check",
+        ],
+    );
+    assert_eq!(out.code, Some(0), "{}", all(&out));
+    let hosts = cluster.ok(
+        "c0",
+        &["srun", "-N", "4", "--ntasks-per-node=2", "hostname"],
+    );
+    let mut distinct: Vec<&str> = hosts.lines().collect();
+    distinct.sort_unstable();
+    assert_eq!(
+        distinct,
+        ["n1", "n1", "n2", "n2", "n3", "n3", "n4", "n4"],
+        "{hosts}"
+    );
+    for host in ["n1", "n2", "n3", "n4"] {
+        assert!(
+            out.stdout.contains(host),
+            "rank-check's node table names {host}: {}",
+            all(&out)
+        );
+    }
+    cluster.assert_nothing_left(&NODES);
+}
+
+#[test]
+fn job_completes_with_every_role_on_its_slice() {
+    let Some(cluster) = Docker::start("job_completes_with_every_role_on_its_slice") else {
+        return;
+    };
+    let out = finish(cluster.demo(&[]));
+    let text = all(&out);
+    eprintln!("{}", out.stdout);
+    assert_eq!(out.code, Some(0), "{text}");
+    assert_eq!(last_line(&out.stdout), "verdict: PASS", "{text}");
+    assert!(out.stdout.contains(": COMPLETED (exit code 0:0)"), "{text}");
+    assert!(
+        out.stdout.to_lowercase().contains("throughput"),
+        "benchmark numbers in the output: {text}"
+    );
+
+    let slices = slices(&out.stdout);
+    assert_eq!(
+        slices.len(),
+        ROLES.len(),
+        "node slices in the explain output: {text}"
+    );
+    let rows = rank_rows(&out.stdout);
+    for (role, ranks) in ROLES {
+        let mine: Vec<&Vec<&str>> = rows.iter().filter(|r| r[0] == role).collect();
+        assert_eq!(mine.len(), ranks, "{role} has {ranks} ranks: {text}");
+        let slice = &slices.iter().find(|(r, _)| r == role).expect("slice").1;
+        for row in mine {
+            assert_eq!(row[4], "0", "{role} rank {} exited 0: {text}", row[1]);
+            assert_eq!(row[2], row[3], "host name is the Slurm node name: {text}");
+            assert!(
+                slice.iter().any(|n| n == row[2]),
+                "{role} rank {} ran on {}, not in its slice {slice:?}: {text}",
+                row[1],
+                row[2]
+            );
+        }
+    }
+    // GEN_0 spans two hosts, two ranks each; the two CTX servers have a node each.
+    let gen_hosts: Vec<&str> = rows
+        .iter()
+        .filter(|r| r[0] == "GEN_0")
+        .map(|r| r[2])
+        .collect();
+    for host in &gen_hosts {
+        assert_eq!(gen_hosts.iter().filter(|h| *h == host).count(), 2, "{text}");
+    }
+    cluster.assert_nothing_left(&NODES);
+}
+
+#[test]
+fn job_fails_when_a_gen_rank_is_killed() {
+    let Some(cluster) = Docker::start("job_fails_when_a_gen_rank_is_killed") else {
+        return;
+    };
+    let demo = cluster.demo(&["--config", LONG]);
+    let (_job, work) = cluster.demo_job();
+    cluster.wait_mid_job(&work);
+    // A GEN_0 worker on the second node of its slice: a rank on another host than the leader.
+    let pids = cluster.ok("n2", &["pgrep", "-x", "shim-worker"]);
+    let pid = pids
+        .split_whitespace()
+        .next()
+        .unwrap_or_else(|| panic!("no shim-worker on n2"));
+    let killed = Instant::now();
+    cluster.ok("n2", &["kill", "-KILL", pid]);
+    let out = finish(demo);
+    let text = all(&out);
+    eprintln!("{}", out.stdout);
+    assert_eq!(out.code, Some(1), "{text}");
+    assert!(
+        last_line(&out.stdout).starts_with("verdict: FAIL (GEN_0: "),
+        "{text}"
+    );
+    assert!(out.stdout.contains(": FAILED (exit code"), "{text}");
+    assert!(
+        killed.elapsed() < Duration::from_secs(60),
+        "the job took {:?} to end after the kill",
+        killed.elapsed()
+    );
+    cluster.assert_nothing_left(&NODES);
+}
+
+#[test]
+fn job_fails_when_a_node_is_lost() {
+    let Some(cluster) = Docker::start("job_fails_when_a_node_is_lost") else {
+        return;
+    };
+    let demo = cluster.demo(&["--config", LONG]);
+    let (_job, work) = cluster.demo_job();
+    cluster.wait_mid_job(&work);
+    // n2 holds half of GEN_0: its srun step loses two ranks at once.
+    let stopped = Instant::now();
+    let out = run(
+        Command::new("docker").args(["stop", "-t", "1", "rank-launch-n2"]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.code, Some(0), "docker stop: {}", all(&out));
+    let out = finish(demo);
+    let took = stopped.elapsed();
+    let text = all(&out);
+    eprintln!("{}", out.stdout);
+    eprintln!(
+        "the demo ended {:.1} s after the node was stopped",
+        took.as_secs_f64()
+    );
+    assert_eq!(out.code, Some(1), "{text}");
+    assert!(
+        last_line(&out.stdout).starts_with("verdict: FAIL (GEN_0: "),
+        "{text}"
+    );
+    assert!(out.stdout.contains(": FAILED (exit code"), "{text}");
+    // SlurmdTimeout (10 s) declares the node down; the step and the job end within seconds.
+    assert!(
+        took < Duration::from_secs(60),
+        "the job took {took:?} to end after the node was stopped"
+    );
+    cluster.assert_nothing_left(&["c0", "n1", "n3", "n4"]);
+
+    // The node comes back by itself once its container runs again (ReturnToService=2).
+    let up = run(
+        Command::new(cluster_sh())
+            .args(["up", "--bin-dir"])
+            .arg(bin_dir()),
+        Duration::from_secs(120),
+    );
+    assert_eq!(up.code, Some(0), "{}", all(&up));
+    assert_eq!(
+        cluster
+            .ok("c0", &["sinfo", "-h", "-n", "n2", "-o", "%t"])
+            .trim(),
+        "idle"
+    );
+}
+
+#[test]
+fn scancel_terms_every_rank_on_every_node() {
+    let Some(cluster) = Docker::start("scancel_terms_every_rank_on_every_node") else {
+        return;
+    };
+    let demo = cluster.demo(&["--config", LONG]);
+    let (job, work) = cluster.demo_job();
+    cluster.wait_mid_job(&work);
+    let before = cluster.ok("c0", &["date", "+%s.%N"]);
+    cluster.ok("c0", &["scancel", &job]);
+    let cancelled: f64 = before.trim().parse().expect("date");
+    let out = finish(demo);
+    let text = all(&out);
+    eprintln!("{}", out.stdout);
+    assert_eq!(out.code, Some(1), "{text}");
+    assert!(
+        last_line(&out.stdout).starts_with("verdict: FAIL ("),
+        "{text}"
+    );
+    assert!(out.stdout.contains(": CANCELLED"), "{text}");
+
+    // Every rank forwarded TERM, ended by itself (its summary written) within the grace period,
+    // and none of its children needed the SIGKILL.
+    let logs = cluster.ok(
+        "c0",
+        &[
+            "bash",
+            "-c",
+            &format!("cat {work}/job/*_server*.log {work}/job/benchmark.log"),
+        ],
+    );
+    for (role, ranks) in ROLES {
+        for rank in 0..ranks {
+            let who = format!("rank={rank} role={role} ");
+            assert!(
+                logs.lines().any(|l| l.contains(&who)
+                    && l.contains("forwarding to every child")
+                    && l.contains("SIGTERM")),
+                "{role} rank {rank} got TERM and forwarded it:\n{logs}"
+            );
+            let summary = format!("{work}/job/summary.{role}.{rank}.json");
+            let stat = cluster.exec("c0", &["stat", "-c", "%.3Y", &summary]);
+            assert_eq!(
+                stat.code,
+                Some(0),
+                "{role} rank {rank} wrote no summary: it did not end by itself\n{logs}"
+            );
+            let ended: f64 = stat.stdout.trim().parse().expect("mtime");
+            assert!(
+                ended - cancelled < GRACE.as_secs_f64() + 1.0,
+                "{role} rank {rank} ended {:.2} s after scancel; the grace period is {GRACE:?}",
+                ended - cancelled
+            );
+            let json = cluster.ok("c0", &["cat", &summary]);
+            assert!(
+                !json.contains("\"signal\": 9"),
+                "{role} rank {rank}: a child needed SIGKILL:\n{json}"
+            );
+        }
+    }
+    cluster.assert_nothing_left(&NODES);
+}
