@@ -462,6 +462,12 @@ fn prepare(
     Ok((plan, info, role))
 }
 
+/// Microseconds since the Unix epoch.
+fn unix_us(at: std::time::SystemTime) -> u64 {
+    at.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
 /// `%r` → rank, `%R` → role (`none` without one), `%h` → host, `%%` → `%`.
 fn expand_pattern(path: &Path, rank: u32, role: &str, host: &str) -> PathBuf {
     let text = path.to_string_lossy();
@@ -510,6 +516,8 @@ fn write_summary(
             serde_json::json!({
                 "name": c.name, "pid": c.pid, "exit_code": code, "signal": signal,
                 "duration_ms": c.duration.as_millis() as u64,
+                "started_unix_us": unix_us(c.started_at),
+                "ended_unix_us": c.ended_at.map(unix_us),
             })
         })
         .collect();

@@ -25,7 +25,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
@@ -112,6 +112,9 @@ pub struct ChildReport {
     pub pid: i32,
     pub end: Option<ChildEnd>,
     pub duration: Duration,
+    /// Wall-clock start and end, for correlating ranks and hosts.
+    pub started_at: SystemTime,
+    pub ended_at: Option<SystemTime>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -153,8 +156,10 @@ struct ChildRec {
     name: &'static str,
     pid: Pid,
     started: Instant,
+    started_at: SystemTime,
     end: Option<ChildEnd>,
     ended: Option<Instant>,
+    ended_at: Option<SystemTime>,
 }
 
 /// One output pipe of a labelled child.
@@ -320,8 +325,10 @@ impl Supervisor {
             name: spec.name,
             pid,
             started: Instant::now(),
+            started_at: SystemTime::now(),
             end: None,
             ended: None,
+            ended_at: None,
         });
         Ok(ChildId(self.children.len() - 1))
     }
@@ -459,6 +466,7 @@ impl Supervisor {
                     let rec = &mut self.children[idx];
                     rec.end = Some(end);
                     rec.ended = Some(Instant::now());
+                    rec.ended_at = Some(SystemTime::now());
                     tracing::debug!(child = rec.name, pid = pid.as_raw(), ?end, "reaped");
                     self.pending.push_back(Event::Exited(ChildId(idx), end));
                 }
@@ -637,6 +645,8 @@ impl Supervisor {
                     .ended
                     .unwrap_or_else(Instant::now)
                     .duration_since(c.started),
+                started_at: c.started_at,
+                ended_at: c.ended_at,
             })
             .collect()
     }
