@@ -8,9 +8,9 @@
 #   cluster.sh down [--images]       stop and remove what this script created (and the image)
 #   cluster.sh status                containers, nodes, jobs
 #   cluster.sh logs [SERVICE...]     the daemons' logs (munged, slurmctld, slurmd)
-#   cluster.sh demo [--fail-rank ROLE:RANK] [--keep] [--bin-dir DIR]
-#                                    the multi-node demo job; last line `verdict: PASS` or
-#                                    `verdict: FAIL (...)`, exit code 0 or 1
+#   cluster.sh demo [--fail-rank ROLE:RANK] [--keep] [--bin-dir DIR] [--config NAME.yaml]
+#                                    the multi-node demo job (docker/demo.yaml); last line
+#                                    `verdict: PASS` or `verdict: FAIL (...)`, exit code 0 or 1
 #   cluster.sh exec NODE [CMD...]    run CMD (default bash) in container NODE (c0, n1..n4)
 #   cluster.sh image                 only build the image (prints its tag)
 #
@@ -30,7 +30,7 @@ binaries=(rank-launch launch-gen shim-leader shim-worker shim-role rank-check)
 # The image is named after its recipe: a changed docker/image.sh means a new image.
 image=rank-launch-node:$(sha256sum "$here/image.sh" | cut -c1-12)
 
-usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 die() {
   echo "cluster.sh: $*" >&2
   exit 1
@@ -209,19 +209,24 @@ cmd_exec() {
 }
 
 cmd_demo() {
-  local fail_rank='' keep=0 bin=''
+  local fail_rank='' keep=0 bin='' config=demo.yaml
   while (($#)); do
     case $1 in
       --fail-rank) fail_rank=${2:-}; shift 2 || { usage >&2; exit 2; } ;;
       --fail-rank=*) fail_rank=${1#*=}; shift ;;
       --keep) keep=1; shift ;;
       --bin-dir) bin=${2:-}; shift 2 || { usage >&2; exit 2; } ;;
+      --config) config=${2:-}; shift 2 || { usage >&2; exit 2; } ;;
       -h | --help) usage; exit 0 ;;
       *) echo "cluster.sh: demo: unknown option \`$1\`" >&2; usage >&2; exit 2 ;;
     esac
   done
   if [[ -n $fail_rank && ! $fail_rank =~ ^(GEN|CTX)_[0-9]+:[0-9]+$ ]]; then
     echo "cluster.sh: --fail-rank takes ROLE:RANK such as GEN_0:3, got \`$fail_rank\`" >&2
+    exit 2
+  fi
+  if [[ ! $config =~ ^[A-Za-z0-9._-]+\.yaml$ || ! -f $here/$config ]]; then
+    echo "cluster.sh: --config takes the name of a YAML file in docker/, got \`$config\`" >&2
     exit 2
   fi
   fail() {
@@ -240,27 +245,28 @@ cmd_demo() {
     [[ -x $bin/$b ]] || fail "SETUP: $bin/$b was not built"
   done
 
-  local started_here=0
+  # Globals: the EXIT trap runs after this function has returned.
+  demo_started=0 demo_keep=$keep
   if running c0; then
     say "using the running cluster"
     snapshot_bins "$bin"
     wait_ready 60
   else
     say "starting the cluster (c0 + ${nodes[*]})"
-    started_here=1
+    demo_started=1
     cmd_up --bin-dir "$bin"
   fi
   # shellcheck disable=SC2317 # Called by the EXIT trap.
   demo_cleanup() {
     # An interrupted demo leaves no job behind.
     in_node c0 scancel --name=rank-launch-demo >/dev/null 2>&1 || true
-    if ((started_here && !keep)); then cmd_down; fi
-    if ((started_here && keep)); then echo "cluster.sh: cluster kept running (cluster.sh down stops it)" >&2; fi
+    if ((demo_started && !demo_keep)); then cmd_down; fi
+    if ((demo_started && demo_keep)); then echo "cluster.sh: cluster kept running (cluster.sh down stops it)" >&2; fi
   }
   trap demo_cleanup EXIT
   trap 'exit 130' INT TERM
 
-  local env=() rc=0
+  local env=(-e "DEMO_CONFIG=$config") rc=0
   [[ -n $fail_rank ]] && env+=(-e "SHIM_FAIL_RANK=$fail_rank")
   ((keep)) && env+=(-e DEMO_KEEP=1)
   docker exec "${env[@]}" rank-launch-c0 /opt/rank-launch/docker/job.sh || rc=$?

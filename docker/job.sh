@@ -5,8 +5,8 @@
 # benchmark result, and ends with the verdict line of scripts/demo: `verdict: PASS` or
 # `verdict: FAIL (<role>: <reason>)`, exit code 0 or 1.
 #
-# Environment: SHIM_FAIL_RANK=ROLE:RANK (fault injection), DEMO_KEEP=1 (keep the work
-# directory under /shared).
+# Environment: DEMO_CONFIG (a YAML under docker/, default demo.yaml),
+# SHIM_FAIL_RANK=ROLE:RANK (fault injection), DEMO_KEEP=1 (keep the work directory under /shared).
 set -euo pipefail
 
 say() { printf '== %s\n' "$*"; }
@@ -16,6 +16,8 @@ fail() {
 }
 
 here=/opt/rank-launch/docker
+config=$here/${DEMO_CONFIG:-demo.yaml}
+[[ -f $config ]] || fail "SETUP: no config $config"
 work=$(mktemp -d /shared/demo.XXXXXX)
 chmod 755 "$work"
 mkdir -p "$work/job"
@@ -45,12 +47,12 @@ export SHIM_TIMEOUT=60
 [[ -n ${SHIM_FAIL_RANK:-} ]] || unset SHIM_FAIL_RANK
 
 say "rendering the launch script (launch-gen, native mode)"
-launch-gen --config-yaml "$here/demo.yaml" --command shim-role --workspace "$work/job" \
+launch-gen --config-yaml "$config" --command shim-role --workspace "$work/job" \
   --precheck --launch-sh "$work/launch.sh"
-launch-gen --config-yaml "$here/demo.yaml" --explain --nodelist "$(sinfo -h -p debug -o %N)"
+launch-gen --config-yaml "$config" --explain --nodelist "$(sinfo -h -p debug -o %N)"
 
 say "submitting"
-job=$(sbatch --parsable --job-name=rank-launch-demo --time=10 --chdir="$work" \
+job=$(sbatch --parsable --no-kill --job-name=rank-launch-demo --time=10 --chdir="$work" \
   --output="$work/job-output.log" "$work/launch.sh")
 echo "job $job"
 

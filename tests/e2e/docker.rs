@@ -130,7 +130,12 @@ impl Docker {
                     "c0",
                     &["squeue", "-h", "-n", "rank-launch-demo", "-o", "%i"],
                 );
-                Some(out.stdout.trim().to_string()).filter(|id| !id.is_empty())
+                let id = out.stdout.trim().to_string();
+                if id.is_empty() {
+                    Err(all(&out))
+                } else {
+                    Ok(id)
+                }
             },
         );
         let text = self.ok("c0", &["scontrol", "show", "job", &job]);
@@ -158,7 +163,14 @@ impl Docker {
                 // Rank 0 of GEN_0, CTX_0 and CTX_1, the router and the benchmark run a task;
                 // the other GEN and CTX ranks a worker.
                 let sending = out.stdout.lines().any(|l| l.contains("healthy; sending"));
-                (started == 10 && sending).then_some(())
+                if started == 10 && sending {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{started} ranks started, sending: {sending}\n{}",
+                        all(&out)
+                    ))
+                }
             },
         );
     }
@@ -227,17 +239,18 @@ fn lock() -> TcpListener {
     }
 }
 
-/// Polls `probe` every 300 ms until it returns a value; panics after `limit`.
-fn wait_for<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+/// Polls `probe` every 300 ms until it returns a value; panics after `limit` with what the
+/// last probe saw.
+fn wait_for<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Result<T, String>) -> T {
     let deadline = Instant::now() + limit;
     loop {
-        if let Some(value) = probe() {
-            return value;
+        match probe() {
+            Ok(value) => return value,
+            Err(seen) => assert!(
+                Instant::now() < deadline,
+                "timed out after {limit:?} waiting for {what}; last seen:\n{seen}"
+            ),
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
         std::thread::sleep(Duration::from_millis(300));
     }
 }
@@ -374,36 +387,54 @@ fn job_completes_with_every_role_on_its_slice() {
     cluster.assert_nothing_left(&NODES);
 }
 
+/// Runs the long demo job, calls `fault(cluster, job)` once every rank runs and the benchmark
+/// sends requests, and returns the demo's output, how long after the fault it ended, and the
+/// job's work directory.
+fn break_mid_job(
+    cluster: &Docker,
+    fault: impl FnOnce(&Docker, &str),
+) -> (Output, Duration, String) {
+    let demo = cluster.demo(&["--config", LONG]);
+    let (job, work) = cluster.demo_job();
+    cluster.wait_mid_job(&work);
+    let at = Instant::now();
+    fault(cluster, &job);
+    let out = finish(demo);
+    let took = at.elapsed();
+    eprintln!("{}", out.stdout);
+    eprintln!("the demo ended {:.1} s after the fault", took.as_secs_f64());
+    (out, took, work)
+}
+
+/// The job failed, naming `role`, within `limit` of the fault.
+fn assert_failed_naming(out: &Output, took: Duration, role: &str, limit: Duration) {
+    let text = all(out);
+    assert_eq!(out.code, Some(1), "{text}");
+    assert!(
+        last_line(&out.stdout).starts_with(&format!("verdict: FAIL ({role}: ")),
+        "the verdict names {role}: {text}"
+    );
+    assert!(out.stdout.contains(": FAILED (exit code"), "{text}");
+    assert!(
+        took < limit,
+        "the job took {took:?} to end after the fault (bound {limit:?})"
+    );
+}
+
 #[test]
 fn job_fails_when_a_gen_rank_is_killed() {
     let Some(cluster) = Docker::start("job_fails_when_a_gen_rank_is_killed") else {
         return;
     };
-    let demo = cluster.demo(&["--config", LONG]);
-    let (_job, work) = cluster.demo_job();
-    cluster.wait_mid_job(&work);
-    // A GEN_0 worker on the second node of its slice: a rank on another host than the leader.
-    let pids = cluster.ok("n2", &["pgrep", "-x", "shim-worker"]);
-    let pid = pids
-        .split_whitespace()
-        .next()
-        .unwrap_or_else(|| panic!("no shim-worker on n2"));
-    let killed = Instant::now();
-    cluster.ok("n2", &["kill", "-KILL", pid]);
-    let out = finish(demo);
-    let text = all(&out);
-    eprintln!("{}", out.stdout);
-    assert_eq!(out.code, Some(1), "{text}");
-    assert!(
-        last_line(&out.stdout).starts_with("verdict: FAIL (GEN_0: "),
-        "{text}"
-    );
-    assert!(out.stdout.contains(": FAILED (exit code"), "{text}");
-    assert!(
-        killed.elapsed() < Duration::from_secs(60),
-        "the job took {:?} to end after the kill",
-        killed.elapsed()
-    );
+    let (out, took, _) = break_mid_job(&cluster, |cluster, _| {
+        // A GEN_0 worker on the second node of its slice: another host than the leader's.
+        let pids = cluster.ok("n2", &["pgrep", "-x", "shim-worker"]);
+        let pid = pids.split_whitespace().next().expect("a shim-worker on n2");
+        eprintln!("killing shim-worker pid {pid} on n2");
+        cluster.ok("n2", &["kill", "-KILL", pid]);
+    });
+    // The step fails at once (--kill-on-bad-exit); stopping the others takes the grace period.
+    assert_failed_naming(&out, took, "GEN_0", Duration::from_secs(30));
     cluster.assert_nothing_left(&NODES);
 }
 
@@ -412,35 +443,16 @@ fn job_fails_when_a_node_is_lost() {
     let Some(cluster) = Docker::start("job_fails_when_a_node_is_lost") else {
         return;
     };
-    let demo = cluster.demo(&["--config", LONG]);
-    let (_job, work) = cluster.demo_job();
-    cluster.wait_mid_job(&work);
-    // n2 holds half of GEN_0: its srun step loses two ranks at once.
-    let stopped = Instant::now();
-    let out = run(
-        Command::new("docker").args(["stop", "-t", "1", "rank-launch-n2"]),
-        Duration::from_secs(60),
-    );
-    assert_eq!(out.code, Some(0), "docker stop: {}", all(&out));
-    let out = finish(demo);
-    let took = stopped.elapsed();
-    let text = all(&out);
-    eprintln!("{}", out.stdout);
-    eprintln!(
-        "the demo ended {:.1} s after the node was stopped",
-        took.as_secs_f64()
-    );
-    assert_eq!(out.code, Some(1), "{text}");
-    assert!(
-        last_line(&out.stdout).starts_with("verdict: FAIL (GEN_0: "),
-        "{text}"
-    );
-    assert!(out.stdout.contains(": FAILED (exit code"), "{text}");
-    // SlurmdTimeout (10 s) declares the node down; the step and the job end within seconds.
-    assert!(
-        took < Duration::from_secs(60),
-        "the job took {took:?} to end after the node was stopped"
-    );
+    let (out, took, _) = break_mid_job(&cluster, |_, _| {
+        // n2 holds half of GEN_0: its srun step loses two ranks at once.
+        let out = run(
+            Command::new("docker").args(["stop", "-t", "1", "rank-launch-n2"]),
+            Duration::from_secs(60),
+        );
+        assert_eq!(out.code, Some(0), "docker stop: {}", all(&out));
+    });
+    // SlurmdTimeout (10 s) declares the node down, srun ends the step, the script the job.
+    assert_failed_naming(&out, took, "GEN_0", Duration::from_secs(60));
     cluster.assert_nothing_left(&["c0", "n1", "n3", "n4"]);
 
     // The node comes back by itself once its container runs again (ReturnToService=2).
@@ -451,12 +463,8 @@ fn job_fails_when_a_node_is_lost() {
         Duration::from_secs(120),
     );
     assert_eq!(up.code, Some(0), "{}", all(&up));
-    assert_eq!(
-        cluster
-            .ok("c0", &["sinfo", "-h", "-n", "n2", "-o", "%t"])
-            .trim(),
-        "idle"
-    );
+    let state = cluster.ok("c0", &["sinfo", "-h", "-n", "n2", "-o", "%t"]);
+    assert_eq!(state.trim(), "idle", "n2 back in service");
 }
 
 #[test]
@@ -464,15 +472,13 @@ fn scancel_terms_every_rank_on_every_node() {
     let Some(cluster) = Docker::start("scancel_terms_every_rank_on_every_node") else {
         return;
     };
-    let demo = cluster.demo(&["--config", LONG]);
-    let (job, work) = cluster.demo_job();
-    cluster.wait_mid_job(&work);
-    let before = cluster.ok("c0", &["date", "+%s.%N"]);
-    cluster.ok("c0", &["scancel", &job]);
-    let cancelled: f64 = before.trim().parse().expect("date");
-    let out = finish(demo);
+    let mut cancelled = 0.0;
+    let (out, _, work) = break_mid_job(&cluster, |cluster, job| {
+        let now = cluster.ok("c0", &["date", "+%s.%N"]);
+        cancelled = now.trim().parse().expect("date +%s.%N");
+        cluster.ok("c0", &["scancel", job]);
+    });
     let text = all(&out);
-    eprintln!("{}", out.stdout);
     assert_eq!(out.code, Some(1), "{text}");
     assert!(
         last_line(&out.stdout).starts_with("verdict: FAIL ("),
@@ -480,8 +486,8 @@ fn scancel_terms_every_rank_on_every_node() {
     );
     assert!(out.stdout.contains(": CANCELLED"), "{text}");
 
-    // Every rank forwarded TERM, ended by itself (its summary written) within the grace period,
-    // and none of its children needed the SIGKILL.
+    // Every rank got TERM and forwarded it, ended by itself (its summary written) within the
+    // grace period, and none of its children needed the SIGKILL.
     let logs = cluster.ok(
         "c0",
         &[
@@ -490,6 +496,7 @@ fn scancel_terms_every_rank_on_every_node() {
             &format!("cat {work}/job/*_server*.log {work}/job/benchmark.log"),
         ],
     );
+    let mut late = Vec::new();
     for (role, ranks) in ROLES {
         for rank in 0..ranks {
             let who = format!("rank={rank} role={role} ");
@@ -507,17 +514,19 @@ fn scancel_terms_every_rank_on_every_node() {
                 "{role} rank {rank} wrote no summary: it did not end by itself\n{logs}"
             );
             let ended: f64 = stat.stdout.trim().parse().expect("mtime");
-            assert!(
-                ended - cancelled < GRACE.as_secs_f64() + 1.0,
-                "{role} rank {rank} ended {:.2} s after scancel; the grace period is {GRACE:?}",
-                ended - cancelled
-            );
             let json = cluster.ok("c0", &["cat", &summary]);
-            assert!(
-                !json.contains("\"signal\": 9"),
-                "{role} rank {rank}: a child needed SIGKILL:\n{json}"
-            );
+            if ended - cancelled >= GRACE.as_secs_f64() || json.contains("\"signal\": 9") {
+                late.push(format!(
+                    "{role} rank {rank} ended {:.2} s after scancel (grace period {GRACE:?}):\n{json}",
+                    ended - cancelled
+                ));
+            }
         }
     }
+    assert!(
+        late.is_empty(),
+        "ranks that did not end within the grace period, or whose children needed SIGKILL:\n{}\nlogs:\n{logs}",
+        late.join("\n")
+    );
     cluster.assert_nothing_left(&NODES);
 }
