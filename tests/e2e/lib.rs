@@ -7,15 +7,29 @@ use std::time::{Duration, Instant};
 
 /// The workspace root.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
 }
 
 /// The directory with the workspace's debug binaries, built if any is missing.
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     // target/debug/deps/<test> → target/debug
-    let dir = exe.parent().and_then(Path::parent).expect("target dir").to_path_buf();
-    let wanted = ["rank-launch", "launch-gen", "shim-leader", "shim-worker", "shim-role", "rank-check"];
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf();
+    let wanted = [
+        "rank-launch",
+        "launch-gen",
+        "shim-leader",
+        "shim-worker",
+        "shim-role",
+        "rank-check",
+    ];
     if wanted.iter().any(|b| !dir.join(b).exists()) {
         let status = Command::new(env!("CARGO"))
             .args(["build", "--workspace", "--bins", "--manifest-path"])
@@ -38,8 +52,12 @@ pub struct Output {
 /// Runs `cmd` to its end, killing it after `limit`.
 pub fn run(cmd: &mut Command, limit: Duration) -> Output {
     let started = Instant::now();
-    let mut child =
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
     let mut out = child.stdout.take().expect("stdout");
     let mut err = child.stderr.take().expect("stderr");
     let out_reader = std::thread::spawn(move || {
@@ -66,8 +84,16 @@ pub fn run(cmd: &mut Command, limit: Duration) -> Output {
     let took = started.elapsed();
     let stdout = out_reader.join().unwrap_or_default();
     let stderr = err_reader.join().unwrap_or_default();
-    assert!(status.is_some(), "`{cmd:?}` did not end within {limit:?}\nstdout:\n{stdout}\nstderr:\n{stderr}");
-    Output { code: status.and_then(|s| s.code()), stdout, stderr, took }
+    assert!(
+        status.is_some(),
+        "`{cmd:?}` did not end within {limit:?}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    Output {
+        code: status.and_then(|s| s.code()),
+        stdout,
+        stderr,
+        took,
+    }
 }
 
 /// A private Slurm cluster (tests/cluster/local.sh) in a temp dir; stopped on drop.
@@ -77,14 +103,23 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn up(n_nodes: u32) -> Cluster {
-        let dir = tempfile::Builder::new().prefix("rank-launch-e2e.").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("rank-launch-e2e.")
+            .tempdir()
+            .expect("tempdir");
         let out = run(
             Command::new(root().join("tests/cluster/local.sh"))
                 .args(["up", &n_nodes.to_string()])
                 .env("RANK_LAUNCH_CLUSTER_DIR", dir.path().join("cluster")),
             Duration::from_secs(60),
         );
-        assert_eq!(out.code, Some(0), "cluster did not come up:\n{}{}", out.stdout, out.stderr);
+        assert_eq!(
+            out.code,
+            Some(0),
+            "cluster did not come up:\n{}{}",
+            out.stdout,
+            out.stderr
+        );
         Cluster { dir }
     }
 
@@ -95,7 +130,11 @@ impl Cluster {
     /// A command with this cluster's configuration and the binaries on PATH.
     pub fn command(&self, program: &str) -> Command {
         let mut cmd = Command::new(program);
-        let path = format!("{}:{}", bin_dir().display(), std::env::var("PATH").unwrap_or_default());
+        let path = format!(
+            "{}:{}",
+            bin_dir().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
         cmd.env("SLURM_CONF", self.slurm_conf()).env("PATH", path);
         cmd
     }

@@ -12,12 +12,26 @@ fn srun_pmix_rank_check_agrees_across_nodes() {
     let out = run(
         cluster
             .command("srun")
-            .args(["-N", "2", "-n", "4", "--ntasks-per-node=2", "--mpi=pmix", "rank-check"])
+            .args([
+                "-N",
+                "2",
+                "-n",
+                "4",
+                "--ntasks-per-node=2",
+                "--mpi=pmix",
+                "rank-check",
+            ])
             .env("OMPI_MCA_btl", "self,tcp")
             .env("OMPI_MCA_btl_tcp_if_include", "lo"),
         Duration::from_secs(120),
     );
-    assert_eq!(out.code, Some(0), "stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
+    assert_eq!(
+        out.code,
+        Some(0),
+        "stdout:\n{}\nstderr:\n{}",
+        out.stdout,
+        out.stderr
+    );
     assert!(out.stdout.contains("4"), "{}", out.stdout);
 }
 
@@ -25,7 +39,9 @@ fn srun_pmix_rank_check_agrees_across_nodes() {
 fn demo(extra: &[&str]) -> e2e_tests::Output {
     let bin = bin_dir();
     run(
-        Command::new(root().join("scripts/demo")).args(["--bin-dir", bin.to_str().unwrap()]).args(extra),
+        Command::new(root().join("scripts/demo"))
+            .args(["--bin-dir", bin.to_str().unwrap()])
+            .args(extra),
         Duration::from_secs(600),
     )
 }
@@ -41,20 +57,45 @@ fn demo_job_passes_with_every_role_on_its_nodes() {
     assert_eq!(out.code, Some(0), "{all}");
     assert_eq!(last_line(&out.stdout), "verdict: PASS", "{all}");
     assert!(out.stdout.contains("COMPLETED"), "{all}");
-    assert!(out.stdout.to_lowercase().contains("throughput"), "benchmark numbers in the output: {all}");
+    assert!(
+        out.stdout.to_lowercase().contains("throughput"),
+        "benchmark numbers in the output: {all}"
+    );
     // The per-role table: role rank node exit_code seconds.
     let rows: Vec<Vec<&str>> = out
         .stdout
         .lines()
         .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .filter(|f| f.len() == 5 && ["GEN_0", "CTX_0", "DISAGG_SERVER", "BENCHMARK"].contains(&f[0]))
+        .filter(|f| {
+            f.len() == 5 && ["GEN_0", "CTX_0", "DISAGG_SERVER", "BENCHMARK"].contains(&f[0])
+        })
         .collect();
     let count = |role: &str| rows.iter().filter(|r| r[0] == role).count();
-    assert_eq!((count("GEN_0"), count("CTX_0"), count("DISAGG_SERVER"), count("BENCHMARK")), (2, 2, 1, 1), "{all}");
-    assert!(rows.iter().all(|r| r[3] == "0"), "every rank exited 0: {all}");
+    assert_eq!(
+        (
+            count("GEN_0"),
+            count("CTX_0"),
+            count("DISAGG_SERVER"),
+            count("BENCHMARK")
+        ),
+        (2, 2, 1, 1),
+        "{all}"
+    );
+    assert!(
+        rows.iter().all(|r| r[3] == "0"),
+        "every rank exited 0: {all}"
+    );
     // Slices: GEN servers first, then CTX; the router and the benchmark on the first node.
-    for (role, node) in [("GEN_0", "n1"), ("CTX_0", "n2"), ("DISAGG_SERVER", "n1"), ("BENCHMARK", "n1")] {
-        assert!(rows.iter().filter(|r| r[0] == role).all(|r| r[2] == node), "{role} not on {node}: {all}");
+    for (role, node) in [
+        ("GEN_0", "n1"),
+        ("CTX_0", "n2"),
+        ("DISAGG_SERVER", "n1"),
+        ("BENCHMARK", "n1"),
+    ] {
+        assert!(
+            rows.iter().filter(|r| r[0] == role).all(|r| r[2] == node),
+            "{role} not on {node}: {all}"
+        );
     }
 }
 
@@ -63,8 +104,15 @@ fn demo_job_fails_fast_when_a_gen_rank_crashes() {
     let out = demo(&["--fail-rank", "GEN_0:1"]);
     let all = format!("stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
     assert_eq!(out.code, Some(1), "{all}");
-    assert!(last_line(&out.stdout).starts_with("verdict: FAIL (GEN_0"), "{all}");
+    assert!(
+        last_line(&out.stdout).starts_with("verdict: FAIL (GEN_0"),
+        "{all}"
+    );
     // Cluster start, the job and the teardown, well under a minute; the reference waits for the
     // job's time limit.
-    assert!(out.took < Duration::from_secs(60), "took {:?}: {all}", out.took);
+    assert!(
+        out.took < Duration::from_secs(60),
+        "took {:?}: {all}",
+        out.took
+    );
 }
