@@ -176,6 +176,13 @@ fn job_key(env: &EnvMap) -> String {
 pub fn main_impl() -> u8 {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
+        Err(err) if err.use_stderr() => {
+            // One line: the error itself; the usage text is one `--help` away.
+            let text = err.render().to_string();
+            let first = text.lines().next().unwrap_or("error: invalid arguments");
+            eprintln!("{first} (see `rank-launch --help`)");
+            return LaunchExit::BAD_INPUT;
+        }
         Err(err) => {
             let _ = err.print();
             return if err.use_stderr() {
@@ -270,8 +277,10 @@ fn launch(
         }
     };
     let host = host_name();
-    let raw_role = env_map.get(ROLE_VAR).map_or("-", String::as_str);
-    logging::set_identity("?", raw_role, &host);
+    let raw_role = env_map
+        .get(ROLE_VAR)
+        .map_or_else(|| "-".to_string(), |r| r.escape_debug().to_string());
+    logging::set_identity("?", &raw_role, &host);
     let prepared = prepare(&args, command, force_mpi, env_list, env_map, &host);
     let (plan, info, role) = match prepared {
         Ok(p) => p,
@@ -369,8 +378,9 @@ fn prepare(
         None => None,
         Some(text) => Some(text.parse::<u16>().map_err(|_| {
             BadInput(format!(
-                "`{}` is `{text}`: expected a TCP port number (0-65535)",
-                run::IPC_PORT_VAR
+                "`{}` is `{}`: expected a TCP port number (0-65535)",
+                run::IPC_PORT_VAR,
+                text.escape_debug()
             ))
         })?),
     };

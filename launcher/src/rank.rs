@@ -85,17 +85,18 @@ impl RankInfo {
     }
 }
 
-/// Why the environment does not describe a rank.
+/// Why the environment does not describe a rank. Values are shown escaped (`escape_debug`):
+/// a control character in a variable must not break the one-line message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RankEnvError {
-    #[error("`{var}` is `{value}`: expected a non-negative integer")]
+    #[error("`{var}` is `{}`: expected a non-negative integer", .value.escape_debug())]
     NotANumber { var: &'static str, value: String },
     #[error("`{var}` is missing: {why}")]
     Missing {
         var: &'static str,
         why: &'static str,
     },
-    #[error("`{var}` is `{value}`: expected a value of at least 1")]
+    #[error("`{var}` is `{}`: expected a value of at least 1", .value.escape_debug())]
     Zero { var: &'static str, value: String },
     #[error("`{index_var}`={index} is out of range for `{size_var}`={size}")]
     OutOfRange {
@@ -104,14 +105,14 @@ pub enum RankEnvError {
         size_var: &'static str,
         size: u32,
     },
-    #[error("`{a}`={a_value} contradicts `{b}`={b_value}")]
+    #[error("`{a}`={} contradicts `{b}`={}", .a_value.escape_debug(), .b_value.escape_debug())]
     Contradiction {
         a: &'static str,
         a_value: String,
         b: &'static str,
         b_value: String,
     },
-    #[error("`SLURM_STEP_TASKS_PER_NODE` is `{value}`: {reason}")]
+    #[error("`SLURM_STEP_TASKS_PER_NODE` is `{}`: {reason}", .value.escape_debug())]
     TasksPerNode { value: String, reason: &'static str },
 }
 

@@ -40,7 +40,7 @@ impl fmt::Display for Role {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{ROLE_VAR}` is `{value}`: expected `GEN_<n>`, `CTX_<n>`, `DISAGG_SERVER` or `BENCHMARK`")]
+#[error("`{ROLE_VAR}` is `{}`: expected `GEN_<n>`, `CTX_<n>`, `DISAGG_SERVER` or `BENCHMARK`", .value.escape_debug())]
 pub struct RoleError {
     pub value: String,
 }
