@@ -3,6 +3,7 @@
 mod compat;
 mod errors;
 mod explain;
+mod fuzz;
 mod native;
 
 use std::ffi::OsStr;
