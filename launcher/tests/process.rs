@@ -608,3 +608,50 @@ fn install_gate_runs_once_and_a_failure_fails_every_local_rank_fast() {
         "boom\n"
     );
 }
+
+#[test]
+fn install_gate_refuses_a_planted_symlink_and_keeps_its_files_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempdir();
+    let gates = dir.path().join("gates");
+    std::fs::create_dir(&gates).unwrap();
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    // An attacker who knows the job id plants the gate directory as a symlink.
+    std::os::unix::fs::symlink(
+        &elsewhere,
+        gates.join(format!("rank-launch-install.4242.{host}.none")),
+    )
+    .unwrap();
+    let args = [
+        "--install-cmd",
+        "echo pwned > installed",
+        "--install-dir",
+        gates.to_str().unwrap(),
+        "--",
+        "true",
+    ];
+    let (status, r) = run(&args, &srun_env(0, 1));
+    assert_eq!(status.code(), Some(74), "{}", r.stderr());
+    assert!(
+        r.stderr().contains("is not a directory owned by this user"),
+        "{}",
+        r.stderr()
+    );
+    assert_eq!(
+        std::fs::read_dir(&elsewhere).unwrap().count(),
+        0,
+        "nothing was written through the link"
+    );
+
+    // Without the link: the gate directory is 0700, its files 0600.
+    std::fs::remove_file(gates.join(format!("rank-launch-install.4242.{host}.none"))).unwrap();
+    let (status, r) = run(&args, &srun_env(0, 1));
+    assert!(status.success(), "{}", r.stderr());
+    let gate = gates.join(format!("rank-launch-install.4242.{host}.none"));
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&gate), 0o700);
+    assert_eq!(mode(&gate.join("status")), 0o600);
+    assert_eq!(mode(&gate.join("lock")), 0o600);
+}

@@ -54,7 +54,9 @@ pub enum ProxyError {
         "`{KEY_VAR}` is not a valid key: expected 64 hex characters (32 bytes), got {len} characters{detail}"
     )]
     BadKey { len: usize, detail: &'static str },
-    #[error("`{ADDR_VAR}` is `{value}`: expected `tcp://<ip>:<port>`")]
+    #[error(
+        "`{ADDR_VAR}` is `{value}`: expected `tcp://<loopback ip>:<port>` (the proxy never listens beyond this host)"
+    )]
     BadAddr { value: String },
     #[error("{what} timed out after {after:?}")]
     Timeout { what: &'static str, after: Duration },
@@ -158,10 +160,13 @@ fn verify_with(key: &[u8], parts: &[&[u8]], tag: &[u8]) -> bool {
 }
 
 /// Parses `tcp://<ip>:<port>`.
+/// Parses the proxy address. Only loopback addresses are accepted: the proxy carries the
+/// task's requests to the MPI world and must not be reachable from another host.
 pub fn parse_addr(text: &str) -> Result<SocketAddr, ProxyError> {
     text.trim()
         .strip_prefix("tcp://")
-        .and_then(|rest| rest.parse().ok())
+        .and_then(|rest| rest.parse::<SocketAddr>().ok())
+        .filter(|addr| addr.ip().is_loopback())
         .ok_or_else(|| ProxyError::BadAddr {
             value: text.to_string(),
         })
@@ -509,6 +514,9 @@ mod tests {
             "tcp://localhost:5",
             "ipc:///tmp/x",
             "tcp://1.2.3.4",
+            "tcp://0.0.0.0:5555",
+            "tcp://10.0.0.1:5555",
+            "tcp://[::]:5555",
         ] {
             assert!(parse_addr(bad).is_err(), "{bad}");
         }

@@ -714,3 +714,43 @@ fn term_stops_every_step_and_a_stubborn_one_is_killed() {
         String::from_utf8_lossy(&leftovers.stdout)
     );
 }
+
+/// Hostile YAML values (command substitution, quotes that try to end the assignment, backticks)
+/// reach the steps as text: running the generated script executes none of them.
+#[test]
+fn hostile_yaml_values_are_inert_in_the_generated_script() {
+    let cluster = FakeCluster::new();
+    let pwned = cluster.path("pwned");
+    let pwned2 = cluster.path("pwned2");
+    let pwned3 = cluster.path("pwned3");
+    let config = format!(
+        "hardware: {{gpus_per_node: 4, num_ctx_servers: 2, num_gen_servers: 1}}\n\
+         worker_config: {{gen: {{tensor_parallel_size: 8}}}}\n\
+         environment:\n  worker_env_var: '$(touch {})'\n  server_env_var: '\";touch {};\"'\n  \
+         benchmark_env_var: '`touch {}`'\n",
+        pwned.display(),
+        pwned2.display(),
+        pwned3.display()
+    );
+    std::fs::write(cluster.path("cfg.yaml"), config).expect("config");
+    let outcome = cluster.run(&[], &[], None);
+    assert_eq!(outcome.code, 0, "{}", outcome.stdout);
+    for file in [&pwned, &pwned2, &pwned3] {
+        assert!(
+            !file.exists(),
+            "{} was created: a YAML value ran",
+            file.display()
+        );
+    }
+    // The values reached the steps verbatim, as the start of their commands.
+    let gen_log = std::fs::read_to_string(cluster.log("gen_server_0.log")).expect("gen log");
+    assert!(
+        gen_log.contains(&format!("cmd=$(touch {})", pwned.display())),
+        "{gen_log}"
+    );
+    let server_log = std::fs::read_to_string(cluster.log("disagg_server.log")).expect("log");
+    assert!(
+        server_log.contains(&format!("cmd=\";touch {};\"", pwned2.display())),
+        "{server_log}"
+    );
+}
