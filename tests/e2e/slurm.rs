@@ -116,3 +116,93 @@ fn demo_job_fails_fast_when_a_gen_rank_crashes() {
         out.took
     );
 }
+
+/// `scancel` of a running step: every rank gets TERM through Slurm, rank-launch forwards it,
+/// every task exits within the grace period, and no process of the step is left.
+#[test]
+fn scancel_ends_every_rank_within_the_grace_period() {
+    let cluster = Cluster::up(2);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out_path = dir.path().join("out.log");
+    // A marker in the tasks' command lines, to count what is left afterwards.
+    let marker = format!("61.{}", std::process::id());
+    let task = format!("trap 'echo term-$RANK; exit 0' TERM; sleep {marker} & echo up-$RANK; wait");
+    let mut srun = cluster
+        .command("srun")
+        .args([
+            "-N",
+            "2",
+            "-n",
+            "4",
+            "rank-launch",
+            "--grace-period",
+            "3s",
+            "--",
+            "bash",
+            "-c",
+            &task,
+        ])
+        .stdout(std::fs::File::create(&out_path).expect("out"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("srun");
+    let text = || std::fs::read_to_string(&out_path).unwrap_or_default();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while text().matches("up-").count() < 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ranks did not start: {}",
+            text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let squeue = run(
+        cluster.command("squeue").args(["-h", "-o", "%i"]),
+        Duration::from_secs(30),
+    );
+    let job = squeue
+        .stdout
+        .split_whitespace()
+        .next()
+        .expect("a job")
+        .to_string();
+    let sent = std::time::Instant::now();
+    let out = run(
+        cluster.command("scancel").arg(&job),
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let status = loop {
+        if let Some(status) = srun.try_wait().expect("try_wait") {
+            break status;
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(30),
+            "srun still running: {}",
+            text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = sent.elapsed();
+    let output = text();
+    for rank in 0..4 {
+        assert!(
+            output.contains(&format!("term-{rank}")),
+            "rank {rank} got no TERM: {output}"
+        );
+    }
+    // Grace period 3 s; well inside Slurm's KillWait of 10 s.
+    assert!(
+        took < Duration::from_secs(4),
+        "took {took:?} (srun: {status:?})"
+    );
+    let left = run(
+        Command::new("pgrep").args(["-f", &format!("sleep {marker}")]),
+        Duration::from_secs(10),
+    );
+    assert!(
+        left.stdout.trim().is_empty(),
+        "left behind: {}",
+        left.stdout
+    );
+}
