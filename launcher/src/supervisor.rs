@@ -176,8 +176,24 @@ pub struct Supervisor {
     pumps: Vec<Pump>,
     pending: VecDeque<Event>,
     sentinel: Option<Sentinel>,
-    out_broken: bool,
+    /// Labelled output waiting for rank-launch's stdout (0) and stderr (1) to take it: whole
+    /// lines, at most [`ATOMIC_WRITE`] bytes a chunk, written when `poll` says the stream is
+    /// writable, so a reader that stalls never blocks the loop (or signal handling).
+    queues: [OutQueue; 2],
 }
+
+/// Chunks of whole lines for one of rank-launch's own streams.
+#[derive(Default)]
+struct OutQueue {
+    chunks: VecDeque<Vec<u8>>,
+    bytes: usize,
+    /// The reader is gone (`EPIPE`): output for this stream is dropped from now on.
+    broken: bool,
+}
+
+/// Past this much queued output the children's pipes are not read: they block on their own
+/// writes until the reader catches up.
+const QUEUE_LIMIT: usize = 1 << 20;
 
 impl Supervisor {
     /// Blocks the handled signals, becomes a child subreaper and starts the sentinel.
@@ -200,7 +216,7 @@ impl Supervisor {
             pumps: Vec::new(),
             pending: VecDeque::new(),
             sentinel: Some(sentinel),
-            out_broken: false,
+            queues: [OutQueue::default(), OutQueue::default()],
         })
     }
 
@@ -255,8 +271,13 @@ impl Supervisor {
         }
         let parent = getpid();
         let empty_mask: libc::sigset_t = *SigSet::empty().as_ref();
+        // The child registers its own group with the sentinel before it runs any user code, so
+        // no SIGKILL of rank-launch can fall between the fork and the registration. The pipe's
+        // write end is close-on-exec: it is open here and gone once the program runs.
+        let sentinel_fd = self.sentinel.as_ref().map(|s| s.pipe.as_raw_fd());
         // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
-        // system calls (sigprocmask, signal, prctl, getppid, kill); it allocates nothing.
+        // system calls (sigprocmask, signal, prctl, getppid, kill, getpid, write); it
+        // allocates nothing.
         unsafe {
             cmd.pre_exec(move || {
                 libc::sigprocmask(libc::SIG_SETMASK, &empty_mask, std::ptr::null_mut());
@@ -274,6 +295,13 @@ impl Supervisor {
                 // The parent may have died before the prctl took effect.
                 if libc::getppid() != parent.as_raw() {
                     libc::kill(libc::getpid(), libc::SIGKILL);
+                }
+                if let Some(fd) = sentinel_fd {
+                    // A 5-byte write to a pipe is atomic; setpgid(0, 0) already ran, so the
+                    // group id is our pid.
+                    let mut record = [Sentinel::REGISTER, 0, 0, 0, 0];
+                    record[1..].copy_from_slice(&libc::getpid().to_le_bytes());
+                    libc::write(fd, record.as_ptr().cast(), record.len());
                 }
                 Ok(())
             });
@@ -296,9 +324,6 @@ impl Supervisor {
             },
         })?;
         let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
-        if let Some(sentinel) = &mut self.sentinel {
-            sentinel.register(pid);
-        }
         let mut child = child;
         if let (Some((out_sink, err_sink)), Output::Label(prefix) | Output::LabelFile(prefix, _)) =
             (sinks, &spec.output)
@@ -388,14 +413,29 @@ impl Supervisor {
                         .unwrap_or(PollTimeout::MAX)
                 }
             };
-            let (signal_ready, extra_ready, pumps_ready) = {
-                let mut fds = Vec::with_capacity(2 + self.pumps.len());
+            let (signal_ready, extra_ready, writable, pumps_ready) = {
+                let stdout = io::stdout();
+                let stderr = io::stderr();
+                let streams = [stdout.as_fd(), stderr.as_fd()];
+                let mut fds = Vec::with_capacity(4 + self.pumps.len());
                 fds.push(PollFd::new(self.signals.as_fd(), PollFlags::POLLIN));
-                if let Some(fd) = extra {
+                let extra_at = extra.map(|fd| {
                     fds.push(PollFd::new(fd, PollFlags::POLLIN));
+                    fds.len() - 1
+                });
+                let mut stream_at = [None, None];
+                for (idx, queue) in self.queues.iter().enumerate() {
+                    if !queue.chunks.is_empty() {
+                        fds.push(PollFd::new(streams[idx], PollFlags::POLLOUT));
+                        stream_at[idx] = Some(fds.len() - 1);
+                    }
                 }
-                for pump in &self.pumps {
-                    fds.push(PollFd::new(pump.fd.as_fd(), PollFlags::POLLIN));
+                let first_pump = fds.len();
+                // Backpressure: with too much output queued, leave the children's pipes be.
+                if self.queues.iter().all(|q| q.bytes < QUEUE_LIMIT) {
+                    for pump in &self.pumps {
+                        fds.push(PollFd::new(pump.fd.as_fd(), PollFlags::POLLIN));
+                    }
                 }
                 match poll(&mut fds, timeout) {
                     Ok(_) => {}
@@ -403,16 +443,21 @@ impl Supervisor {
                     Err(err) => return Err(err.into()),
                 }
                 let ready = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
-                let extra_ready = extra.is_some() && ready(&fds[1]);
-                let first_pump = if extra.is_some() { 2 } else { 1 };
+                let extra_ready = extra_at.is_some_and(|i| ready(&fds[i]));
+                let writable = stream_at.map(|at| at.is_some_and(|i| ready(&fds[i])));
                 let pumps_ready: Vec<usize> = fds[first_pump..]
                     .iter()
                     .enumerate()
                     .filter(|(_, fd)| ready(fd))
                     .map(|(i, _)| i)
                     .collect();
-                (ready(&fds[0]), extra_ready, pumps_ready)
+                (ready(&fds[0]), extra_ready, writable, pumps_ready)
             };
+            for (idx, is_writable) in writable.into_iter().enumerate() {
+                if is_writable {
+                    self.write_queued(idx);
+                }
+            }
             // Output first: a child's last lines come before the news of its exit.
             for idx in pumps_ready.into_iter().rev() {
                 self.pump(idx);
@@ -523,38 +568,105 @@ impl Supervisor {
         }
     }
 
-    /// Writes complete lines with a prefix, whole lines per `write`, at most [`ATOMIC_WRITE`].
+    /// Queues complete lines with a prefix, as chunks of whole lines of at most
+    /// [`ATOMIC_WRITE`] bytes (a longer line is a chunk of its own); a file sink is written at once.
     fn emit(&mut self, prefix: &str, lines: &[u8], sink: &Sink) {
-        let is_stdout = matches!(sink, Sink::Stdout);
-        if self.out_broken && is_stdout {
-            return;
-        }
+        let mut chunks = Vec::new();
         let mut chunk = Vec::with_capacity(ATOMIC_WRITE);
-        let flush = |chunk: &mut Vec<u8>| -> io::Result<()> {
-            if chunk.is_empty() {
-                return Ok(());
-            }
-            let result = match sink {
-                Sink::Stdout => io::stdout().lock().write_all(chunk),
-                Sink::Stderr => io::stderr().lock().write_all(chunk),
-                Sink::File(file) => (&**file).write_all(chunk),
-            };
-            chunk.clear();
-            result
-        };
-        let mut result = Ok(());
         for line in lines.split_inclusive(|&b| b == b'\n') {
-            if chunk.len() + prefix.len() + line.len() > ATOMIC_WRITE {
-                result = result.and(flush(&mut chunk));
+            if !chunk.is_empty() && chunk.len() + prefix.len() + line.len() > ATOMIC_WRITE {
+                chunks.push(std::mem::replace(
+                    &mut chunk,
+                    Vec::with_capacity(ATOMIC_WRITE),
+                ));
             }
             chunk.extend_from_slice(prefix.as_bytes());
             chunk.extend_from_slice(line);
         }
-        result = result.and(flush(&mut chunk));
-        if let Err(err) = result {
-            if is_stdout && !self.out_broken {
-                tracing::warn!(%err, "stdout is gone; dropping the children's output from now on");
-                self.out_broken = true;
+        if !chunk.is_empty() {
+            chunks.push(chunk);
+        }
+        let queue = match sink {
+            Sink::File(file) => {
+                for chunk in chunks {
+                    if let Err(err) = (&**file).write_all(&chunk) {
+                        tracing::warn!(%err, "failed to write to the log file");
+                        break;
+                    }
+                }
+                return;
+            }
+            Sink::Stdout => &mut self.queues[0],
+            Sink::Stderr => &mut self.queues[1],
+        };
+        if queue.broken {
+            return;
+        }
+        for chunk in chunks {
+            queue.bytes += chunk.len();
+            queue.chunks.push_back(chunk);
+        }
+    }
+
+    /// Writes queued chunks to stdout (0) or stderr (1) while the stream takes them without
+    /// blocking: `poll` said it is writable, and a pipe that is writable takes `PIPE_BUF` bytes.
+    fn write_queued(&mut self, idx: usize) {
+        let stdout = io::stdout();
+        let stderr = io::stderr();
+        let fd = if idx == 0 {
+            stdout.as_fd()
+        } else {
+            stderr.as_fd()
+        };
+        let queue = &mut self.queues[idx];
+        let Some(chunk) = queue.chunks.front_mut() else {
+            return;
+        };
+        match nix::unistd::write(fd, chunk) {
+            Ok(n) if n == chunk.len() => {
+                queue.bytes -= n;
+                queue.chunks.pop_front();
+            }
+            Ok(n) => {
+                queue.bytes -= n;
+                chunk.drain(..n);
+            }
+            Err(Errno::EINTR | Errno::EAGAIN) => {}
+            Err(err) => {
+                queue.broken = true;
+                queue.chunks.clear();
+                queue.bytes = 0;
+                if idx == 0 {
+                    tracing::warn!(%err, "stdout is gone; dropping the children's output from now on");
+                }
+            }
+        }
+    }
+
+    /// Writes out what is queued, waiting for the streams at most until `deadline`.
+    fn flush_queues(&mut self, deadline: Instant) {
+        while self.queues.iter().any(|q| !q.chunks.is_empty()) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                let dropped: usize = self.queues.iter().map(|q| q.bytes).sum();
+                tracing::warn!(
+                    dropped,
+                    "the output readers are stalled; dropping queued output"
+                );
+                return;
+            }
+            let stdout = io::stdout();
+            let stderr = io::stderr();
+            let streams = [stdout.as_fd(), stderr.as_fd()];
+            let idx = usize::from(self.queues[0].chunks.is_empty());
+            let mut fds = [PollFd::new(streams[idx], PollFlags::POLLOUT)];
+            match poll(
+                &mut fds,
+                PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX),
+            ) {
+                Ok(0) | Err(Errno::EINTR) => {}
+                Ok(_) => self.write_queued(idx),
+                Err(_) => return,
             }
         }
     }
@@ -583,13 +695,15 @@ impl Supervisor {
             }
             self.wait_until(Instant::now() + Duration::from_secs(5), live);
         }
-        // Output still buffered in the pipes is not lost: drain until every writer is gone.
+        // Output still buffered in the pipes is not lost: drain until every writer is gone,
+        // then hand what is queued to the readers.
         let drain_until = Instant::now() + Duration::from_secs(2);
         while !self.pumps.is_empty() && Instant::now() < drain_until {
             if self.next_event(Some(drain_until), None).is_err() {
                 break;
             }
         }
+        self.flush_queues(Instant::now() + Duration::from_secs(5));
         self.reap();
         self.pending.clear();
     }
@@ -722,10 +836,6 @@ impl Sentinel {
                 })
             }
         }
-    }
-
-    fn register(&mut self, pgid: Pid) {
-        self.send(Self::REGISTER, pgid.as_raw());
     }
 
     fn dismiss(self) {

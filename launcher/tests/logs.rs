@@ -86,3 +86,71 @@ fn eight_ranks_100k_lines_each_through_one_pipe() {
         "the unterminated last line of every rank arrives"
     );
 }
+
+/// A reader that stops reading must not stall rank-launch: with its stdout pipe full, a TERM
+/// still reaches the child at once, and rank-launch exits after a bounded attempt to hand over
+/// what it queued.
+#[test]
+fn a_stalled_reader_does_not_delay_signals() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ready = dir.path().join("ready");
+    let got_term = dir.path().join("got-term");
+    // Never read: the pipe fills up (64 KiB) and stays full.
+    let (_read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe");
+    let script = format!(
+        "trap 'touch {got}; exit 0' TERM; head -c 600000 /dev/zero | tr '\\0' 'x' | fold -w 100; touch {ready}; while :; do sleep 0.05; done",
+        got = got_term.display(),
+        ready = ready.display()
+    );
+    let mut child = Command::new(BIN)
+        .args([
+            "--label",
+            "--grace-period",
+            "2s",
+            "--",
+            "bash",
+            "-c",
+            &script,
+        ])
+        .env_clear()
+        .envs(srun_env(0, 1))
+        .env("RANK_LAUNCH_LOG", "warn")
+        .stdout(Stdio::from(write_end))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let wait_file = |path: &std::path::Path, limit: Duration| {
+        let deadline = Instant::now() + limit;
+        while !path.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "{} did not appear",
+                path.display()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    wait_file(&ready, Duration::from_secs(30));
+    let sent = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("kill");
+    wait_file(&got_term, Duration::from_secs(1));
+    let handled = sent.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "rank-launch did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(
+        handled < Duration::from_millis(500),
+        "TERM reached the child after {handled:?}"
+    );
+    assert_eq!(status.code(), Some(0));
+}
