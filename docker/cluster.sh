@@ -181,6 +181,8 @@ cmd_down() {
     mapfile -t ids < <(docker images -q --filter "label=$label" | sort -u)
     ((${#ids[@]} == 0)) || docker rmi -f "${ids[@]}" >/dev/null
   fi
+  # The binaries' snapshot was only for the containers.
+  rm -rf "${state:?}/bin" "$state/compose-up.log"
   echo "cluster.sh: cluster down" >&2
 }
 

@@ -63,7 +63,9 @@ impl Docker {
             );
             return None;
         }
+        let started = Instant::now();
         let lock = lock();
+        let locked = started.elapsed();
         let bin = bin_dir();
         let down = run(
             Command::new(cluster_sh()).arg("down"),
@@ -84,8 +86,11 @@ impl Docker {
             up.stderr
         );
         eprintln!(
-            "docker::{test}: cluster up in {:.1} s",
-            up.took.as_secs_f64()
+            "docker::{test}: lock {:.1} s, down {:.1} s, up {:.1} s (total {:.1} s)",
+            locked.as_secs_f64(),
+            down.took.as_secs_f64(),
+            up.took.as_secs_f64(),
+            started.elapsed().as_secs_f64()
         );
         Some(Docker { _lock: lock })
     }
@@ -220,7 +225,9 @@ impl Docker {
 
 impl Drop for Docker {
     fn drop(&mut self) {
+        let started = Instant::now();
         let _ = Command::new(cluster_sh()).arg("down").output();
+        eprintln!("cluster down in {:.1} s", started.elapsed().as_secs_f64());
     }
 }
 
