@@ -13,6 +13,8 @@
 #                                    `verdict: PASS` or `verdict: FAIL (...)`, exit code 0 or 1
 #   cluster.sh exec NODE [CMD...]    run CMD (default bash) in container NODE (c0, n1..n4)
 #   cluster.sh image                 only build the image (prints its tag)
+#   cluster.sh test [ARGS...]        build, then run the multi-node tests (tests/e2e/docker.rs):
+#                                    image, cluster, the job, the failure cases, teardown
 #
 # --bin-dir DIR: where the binaries come from (default: target/debug, built by `demo`).
 # Everything created carries the label `rank-launch.cluster`; `down` removes exactly that.
@@ -275,7 +277,22 @@ cmd_demo() {
   return "$rc"
 }
 
+cmd_test() {
+  check_engine
+  [[ -x "$HOME/.cargo/bin/cargo" ]] && export PATH="$HOME/.cargo/bin:$PATH"
+  say "building (cargo build --workspace --bins)"
+  cargo build --locked --workspace --bins --manifest-path "$root/Cargo.toml"
+  say "the multi-node tests (tests/e2e/docker.rs)"
+  if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --manifest-path "$root/Cargo.toml" --locked -p e2e-tests --test docker \
+      --no-fail-fast "$@"
+  else
+    cargo test --manifest-path "$root/Cargo.toml" --locked -p e2e-tests --test docker "$@"
+  fi
+}
+
 case ${1:-} in
+  test) shift; cmd_test "$@" ;;
   up) shift; cmd_up "$@" ;;
   down) shift; cmd_down "$@" ;;
   status) cmd_status ;;

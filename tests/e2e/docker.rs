@@ -445,22 +445,24 @@ fn job_fails_when_a_gen_rank_is_killed() {
     cluster.assert_nothing_left(&NODES);
 }
 
-#[test]
-fn job_fails_when_a_node_is_lost() {
-    let Some(cluster) = Docker::start("job_fails_when_a_node_is_lost") else {
+/// Stops NODE's container in the middle of the job: the job must fail naming ROLE, the other
+/// nodes keep no process of it, and the node returns to service once its container runs again.
+fn node_lost(test: &str, node: &str, role: &str) {
+    let Some(cluster) = Docker::start(test) else {
         return;
     };
+    let container = format!("rank-launch-{node}");
     let (out, took, _) = break_mid_job(&cluster, |_, _| {
-        // n2 holds half of GEN_0: its srun step loses two ranks at once.
         let out = run(
-            Command::new("docker").args(["stop", "-t", "1", "rank-launch-n2"]),
+            Command::new("docker").args(["stop", "-t", "1", &container]),
             Duration::from_secs(60),
         );
         assert_eq!(out.code, Some(0), "docker stop: {}", all(&out));
     });
     // SlurmdTimeout (10 s) declares the node down, srun ends the step, the script the job.
-    assert_failed_naming(&out, took, "GEN_0", Duration::from_secs(60));
-    cluster.assert_nothing_left(&["c0", "n1", "n3", "n4"]);
+    assert_failed_naming(&out, took, role, Duration::from_secs(60));
+    let others: Vec<&str> = NODES.into_iter().filter(|n| *n != node).collect();
+    cluster.assert_nothing_left(&others);
 
     // The node comes back by itself once its container runs again (ReturnToService=2).
     let up = run(
@@ -470,8 +472,26 @@ fn job_fails_when_a_node_is_lost() {
         Duration::from_secs(120),
     );
     assert_eq!(up.code, Some(0), "{}", all(&up));
-    let state = cluster.ok("c0", &["sinfo", "-h", "-n", "n2", "-o", "%t"]);
-    assert_eq!(state.trim(), "idle", "n2 back in service");
+    let state = cluster.ok("c0", &["sinfo", "-h", "-n", node, "-o", "%t"]);
+    assert_eq!(state.trim(), "idle", "{node} back in service");
+}
+
+#[test]
+fn job_fails_when_a_node_is_lost() {
+    // n2 holds half of GEN_0: its srun step loses two ranks at once, and kills the other two.
+    node_lost("job_fails_when_a_node_is_lost", "n2", "GEN_0");
+}
+
+#[test]
+#[ignore = "srun exits 0 when every task of its step was on the lost node, and the router \
+            waits on the dead CTX_1 until SHIM_TIMEOUT: the verdict names CTX_0 after 60 s"]
+fn job_fails_naming_the_server_whose_only_node_is_lost() {
+    // n4 holds all of CTX_1.
+    node_lost(
+        "job_fails_naming_the_server_whose_only_node_is_lost",
+        "n4",
+        "CTX_1",
+    );
 }
 
 #[test]
