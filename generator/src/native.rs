@@ -139,6 +139,8 @@ fn header(plan: &Plan, options: &NativeOptions<'_>) -> Result<String, NativeErro
     let mut header = String::from("#!/bin/bash\n");
     let _ = writeln!(header, "#SBATCH --nodes={}", plan.total_nodes);
     let _ = writeln!(header, "#SBATCH --ntasks-per-node={}", plan.gpus_per_node);
+    // A lost node must not end the job before the script names the role it took down.
+    header.push_str("#SBATCH --no-kill\n");
     for (option, value) in extra {
         let Some(value) = value else { continue };
         let is_bad = |c: char| c.is_whitespace() || c.is_control() || "\"'\\".contains(c);

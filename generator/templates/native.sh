@@ -180,7 +180,15 @@ reap_step() {
     finish_step "$endedPid"
     if ((rc != 0)); then
         blame "$role" "$log" "$rc"
+    elif node_lost "$log"; then
+        blame "$role" "$log" 1 "node failure"
     fi
+}
+
+# True when srun reported in LOG that a node of its step failed. srun (Slurm 22.05) then
+# exits 0 when every task of the step was on that node, which must not pass for a clean end.
+node_lost() {
+    grep -qs -- '^srun: error: Node failure on' "$1"
 }
 
 # How far a role is from the root of a failure: the router and the benchmark are clients of the
@@ -196,7 +204,7 @@ upstreamness() {
 # blame ROLE LOG CODE: fails the job, naming the root cause. A failing client gives the other
 # steps `causeWindow` seconds to fail too, and the verdict names the most upstream failure.
 blame() {
-    local role=$1 log=$2 code=$3 otherRole
+    local role=$1 log=$2 code=$3 detail=${4:-exit $3} otherRole otherCode
     if (($(upstreamness "$role") > 0)); then
         stop_timer
         start_timer "$causeWindow"
@@ -208,14 +216,19 @@ blame() {
             fi
             [[ -n $endedPid ]] || break
             otherRole=${stepRole[$endedPid]}
-            if ((rc != 0)) && (($(upstreamness "$otherRole") < $(upstreamness "$role"))); then
-                role=$otherRole log=${stepLog[$endedPid]} code=$rc
+            otherCode=$rc
+            if ((otherCode == 0)) && node_lost "${stepLog[$endedPid]}"; then
+                otherCode=1
+            fi
+            if ((otherCode != 0)) && (($(upstreamness "$otherRole") < $(upstreamness "$role"))); then
+                role=$otherRole log=${stepLog[$endedPid]} code=$otherCode
+                if ((rc == 0)); then detail="node failure"; else detail="exit $rc"; fi
             fi
             finish_step "$endedPid"
             (($(upstreamness "$role") > 0)) || break
         done
     fi
-    fail "$role: exit $code, log $log" "$code"
+    fail "$role: $detail, log $log" "$code"
 }
 
 # Waits for every running step; the first non-zero exit fails the job.

@@ -129,7 +129,9 @@ fn the_template_is_shellcheck_clean_on_its_own() {
         &["--config-yaml", "cfg.yaml", "--command", "pytest"],
     );
     assert!(
-        script.starts_with("#!/bin/bash\n#SBATCH --nodes=2\n#SBATCH --ntasks-per-node=8\n\n"),
+        script.starts_with(
+            "#!/bin/bash\n#SBATCH --nodes=2\n#SBATCH --ntasks-per-node=8\n#SBATCH --no-kill\n\n"
+        ),
         "{script}"
     );
     check_shell(&dir.path().join("launch.sh"));
@@ -381,7 +383,8 @@ tr ',' '\n' <<<"$FAKE_NODES"
 "#;
 
 /// Servers run until the benchmark is done. `FAKE_FAIL=ROLE:CODE` makes a role exit with CODE,
-/// `FAKE_LATE=ROLE:CODE` after a second, `FAKE_EARLY=ROLE` makes it exit 0 at once, `FAKE_HANG=1` makes servers ignore the end of the
+/// `FAKE_LATE=ROLE:CODE` after a second, `FAKE_LOST=ROLE` ends it as srun does when the
+/// step's only node is lost (a node-failure line, exit 0), `FAKE_EARLY=ROLE` makes it exit 0 at once, `FAKE_HANG=1` makes servers ignore the end of the
 /// benchmark, `FAKE_STUBBORN=1` also makes them ignore TERM, `FAKE_BENCHMARK_SECONDS` sets how
 /// long the benchmark takes.
 const FAKE_RANK_LAUNCH: &str = r#"#!/bin/bash
@@ -390,6 +393,7 @@ printf 'role=%s cmd=%s\n' "$role" "${pytestCommand:-}"
 if [[ ${1:-} == -- ]]; then shift; exec "$@"; fi
 if [[ ${FAKE_FAIL:-} == "$role":* ]]; then sleep 0.2; exit "${FAKE_FAIL#*:}"; fi
 if [[ ${FAKE_LATE:-} == "$role":* ]]; then sleep 1; exit "${FAKE_LATE#*:}"; fi
+if [[ ${FAKE_LOST:-} == "$role" ]]; then sleep 0.2; echo "srun: error: Node failure on n4" >&2; exit 0; fi
 if [[ ${FAKE_EARLY:-} == "$role" ]]; then exit 0; fi
 if [[ $role == BENCHMARK ]]; then
     trap 'kill "$!"; exit 143' TERM
