@@ -567,9 +567,16 @@ pub fn gate(cx: &Ctx) -> anyhow::Result<Vec<Row>> {
                     .and_then(|c| c[field].as_i64())
                     .with_context(|| format!("no {name}.{field} in {}", path.display()))
             };
+            let released = |rank: usize| -> anyhow::Result<i64> {
+                let path = dir.join(format!("{rank}.json"));
+                let v: serde_json::Value = serde_json::from_str(&fs::read_to_string(&path)?)?;
+                v["gate_released_unix_us"]
+                    .as_i64()
+                    .with_context(|| format!("no gate_released_unix_us in {}", path.display()))
+            };
             let ended = child_us(0, "install", "ended_unix_us")?;
             let last = (1..=n)
-                .map(|i| child_us(i, "task", "started_unix_us"))
+                .map(released)
                 .collect::<anyhow::Result<Vec<_>>>()?
                 .into_iter()
                 .max()

@@ -312,8 +312,9 @@ variables set explicitly where a rank is simulated.
   and the figure's name says how many there were on each side.
 - **install gate**: N waiting local ranks (`SLURM_LOCALID` 1..N) are started first, then local
   rank 0 (same `SLURM_JOB_ID`, own `--install-dir`), install command `sleep 0.3+0.004·N` so every
-  waiter waits. Latency = max over the waiters of their task's `started_unix_us` minus the
-  installer's `install` child's `ended_unix_us`, both from `--summary-json`. Baseline: N `bash`
+  waiter waits. Latency = max over the waiters of the moment the gate let them go
+  (`gate_released_unix_us`) minus the installer's `install` child's `ended_unix_us`, both from
+  `--summary-json`. Baseline: N `bash`
   waiters blocked in `read` on a pipe; the harness runs the same `sleep`, reaps it, stamps the
   time and closes the pipe; each waiter stamps `$EPOCHREALTIME` (a builtin) when released.
 - **shutdown, 8 ranks**: `mpirun -np 8 rank-launch mpi` with `shim-leader`/`shim-worker` (a real

@@ -546,6 +546,7 @@ fn write_summary(
         "child_signal": child_signal,
         "reason": outcome.reason,
         "duration_ms": elapsed.as_millis() as u64,
+        "gate_released_unix_us": outcome.gate_released_at.map(unix_us),
         "children": children,
     });
     let text = serde_json::to_string_pretty(&summary)? + "\n";

@@ -147,7 +147,8 @@ fn publish(dir: &Path, status: &str) -> Result<(), GateError> {
             .custom_flags(libc::O_NOFOLLOW)
             .open(&tmp)?;
         writeln!(file, "{status}")?;
-        file.sync_all()?;
+        // No fsync: the gate is node-local and lives for one job; the rename alone makes the
+        // status appear whole, and waiters are released without waiting for the disk.
         fs::rename(&tmp, dir.join("status"))
     };
     write().map_err(|source| GateError::Write {
@@ -260,7 +261,15 @@ pub fn install(
 }
 
 /// Other local ranks: wait for local rank 0's status, woken by inotify.
-pub fn wait(sup: &mut Supervisor, dir: &Path, timeout: Duration) -> Result<GateOutcome, GateError> {
+///
+/// The inotify instance is handed to `keep` rather than closed: closing one waits for a kernel
+/// RCU grace period (10-20 ms here), which must not sit between the release and the task.
+pub fn wait(
+    sup: &mut Supervisor,
+    dir: &Path,
+    timeout: Duration,
+    keep: &mut Option<Inotify>,
+) -> Result<GateOutcome, GateError> {
     prepare_dir(dir)?;
     let log = dir.join("install.log");
     let path = dir.display().to_string();
@@ -279,6 +288,7 @@ pub fn wait(sup: &mut Supervisor, dir: &Path, timeout: Duration) -> Result<GateO
         })?;
     let deadline = Instant::now() + timeout;
     tracing::info!(gate = %path, "waiting for local rank 0 to finish the install");
+    let inotify = keep.insert(inotify);
     loop {
         // Checked after the watch exists, so a status published meanwhile is not missed.
         if let Some(status) = read_status(dir) {

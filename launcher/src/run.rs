@@ -88,6 +88,8 @@ pub struct Outcome {
     pub children: Vec<ChildReport>,
     /// The argv of the main child, for the summary (never holds a secret).
     pub argv: Vec<OsString>,
+    /// When the install gate let this rank go, if it had to pass one.
+    pub gate_released_at: Option<std::time::SystemTime>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +135,9 @@ fn shell(command: &str) -> Vec<OsString> {
 
 /// Runs the plan to its end.
 pub fn run(sup: &mut Supervisor, plan: &Plan) -> Result<Outcome, RunError> {
+    let mut gate_released_at = None;
+    // Held until the run ends: see `gate::wait`.
+    let mut gate_watch = None;
     if let Some(install) = &plan.install {
         let outcome = if install.installer {
             gate::install(
@@ -143,10 +148,10 @@ pub fn run(sup: &mut Supervisor, plan: &Plan) -> Result<Outcome, RunError> {
                 install.timeout,
             )?
         } else {
-            gate::wait(sup, &install.dir, install.timeout)?
+            gate::wait(sup, &install.dir, install.timeout, &mut gate_watch)?
         };
         match outcome {
-            GateOutcome::Ready => {}
+            GateOutcome::Ready => gate_released_at = Some(std::time::SystemTime::now()),
             GateOutcome::Failed(reason) => {
                 tracing::error!("{reason}");
                 return Ok(finish(
@@ -171,7 +176,7 @@ pub fn run(sup: &mut Supervisor, plan: &Plan) -> Result<Outcome, RunError> {
             }
         }
     }
-    match plan.mode {
+    let outcome = match plan.mode {
         Mode::Single => {
             let mut env = plan.env.clone();
             childenv::scrub(&mut env, plan.scrub);
@@ -185,7 +190,12 @@ pub fn run(sup: &mut Supervisor, plan: &Plan) -> Result<Outcome, RunError> {
             plan.env.clone(),
         ),
         Mode::MpiRank0 => run_rank0(sup, plan),
-    }
+    }?;
+    drop(gate_watch);
+    Ok(Outcome {
+        gate_released_at,
+        ..outcome
+    })
 }
 
 fn output(plan: &Plan) -> Output {
@@ -463,6 +473,7 @@ fn finish(
         reason,
         children: sup.reports(),
         argv,
+        gate_released_at: None,
     }
 }
 

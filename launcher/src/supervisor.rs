@@ -21,7 +21,7 @@ use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -859,25 +859,29 @@ impl Sentinel {
 /// dismissed. Its signals stay blocked (inherited mask), so a step-wide `SIGTERM` leaves it be.
 fn sentinel_main(pipe: OwnedFd) -> ! {
     // Hold no other descriptor: an inherited pipe or PMI socket must close when its owner does.
+    // The pipe moves to fd 3, stdio goes to /dev/null, and one close_range drops the rest.
     let raw = pipe.as_raw_fd();
-    // SAFETY: plain system calls on descriptors this process owns; no Rust object refers to
-    // the descriptors closed here except `pipe`, which is kept.
+    // SAFETY: plain system calls on descriptors this process owns; `pipe` is not used again
+    // after this block (fd 3 is read through `PIPE_FD`), and no other Rust object refers to the
+    // descriptors closed here.
     unsafe {
         let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
         for fd in 0..3 {
-            if fd != raw {
-                libc::dup2(null, fd);
-            }
+            libc::dup2(null, fd);
         }
-        for fd in 3..1024 {
-            if fd != raw && fd != null {
+        if raw != PIPE_FD {
+            libc::dup2(raw, PIPE_FD);
+        }
+        if libc::syscall(libc::SYS_close_range, PIPE_FD + 1, u32::MAX, 0) != 0 {
+            // Kernels before 5.9: one by one.
+            for fd in PIPE_FD + 1..1024 {
                 libc::close(fd);
             }
         }
-        if null > 2 && null != raw {
-            libc::close(null);
-        }
     }
+    std::mem::forget(pipe);
+    // SAFETY: fd 3 is the pipe's read end, owned by this process from here on.
+    let pipe = unsafe { OwnedFd::from_raw_fd(PIPE_FD) };
     let mut groups: Vec<i32> = Vec::new();
     let mut dismissed = false;
     let mut record = [0u8; 5];
@@ -897,6 +901,9 @@ fn sentinel_main(pipe: OwnedFd) -> ! {
     // SAFETY: ends this process without running the parent's atexit handlers or destructors.
     unsafe { libc::_exit(0) }
 }
+
+/// Where the sentinel keeps its end of the pipe.
+const PIPE_FD: i32 = 3;
 
 /// Reads exactly `buf.len()` bytes; `Ok(false)` at end of file.
 fn read_full(fd: &OwnedFd, buf: &mut [u8]) -> nix::Result<bool> {
