@@ -103,7 +103,15 @@ fn a_stalled_reader_does_not_delay_signals() {
         got = got_term.display(),
         ready = ready.display()
     );
-    let mut child = Command::new(BIN)
+    /// Kills rank-launch if the test fails before it exits (its sentinel then ends the rest).
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let child = Command::new(BIN)
         .args([
             "--label",
             "--grace-period",
@@ -120,6 +128,8 @@ fn a_stalled_reader_does_not_delay_signals() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
+    let mut guard = KillOnDrop(child);
+    let child = &mut guard.0;
     let wait_file = |path: &std::path::Path, limit: Duration| {
         let deadline = Instant::now() + limit;
         while !path.exists() {
