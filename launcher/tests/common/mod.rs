@@ -265,3 +265,14 @@ pub fn assert_session_empty(sid: Pid, limit: Duration) {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+impl Drop for Running {
+    /// A test that fails midway must not leave its rank-launch running (its sentinel then ends
+    /// the rest of the tree).
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
