@@ -328,7 +328,15 @@ fn launch(
     if let Some(path) = &args.summary_json {
         let role_name = role.map_or_else(|| "none".to_string(), |r| r.to_string());
         let path = expand_pattern(path, info.rank, &role_name, &host);
-        if let Err(err) = write_summary(&path, &info, role, &host, &outcome, started.elapsed()) {
+        if let Err(err) = write_summary(
+            &path,
+            &info,
+            role,
+            &host,
+            env_map.get("SLURMD_NODENAME").map(String::as_str),
+            &outcome,
+            started.elapsed(),
+        ) {
             tracing::error!("{err:#}");
         }
     }
@@ -508,6 +516,7 @@ fn write_summary(
     info: &RankInfo,
     role: Option<Role>,
     host: &str,
+    slurm_node: Option<&str>,
     outcome: &run::Outcome,
     elapsed: Duration,
 ) -> anyhow::Result<()> {
@@ -539,7 +548,7 @@ fn write_summary(
         "source": info.source.as_str(),
         "role": role.map(|r| r.to_string()),
         "host": host,
-        "slurm_node": std::env::var("SLURMD_NODENAME").ok(),
+        "slurm_node": slurm_node,
         "command": outcome.argv.iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>(),
         "exit_code": outcome.code,
         "child_exit_code": child_code,

@@ -5,7 +5,8 @@
 //! (`<root>/rank-launch-install.<job>.<host>.<role>`). Local rank 0 creates `lock.tmp`, takes an
 //! exclusive `flock` on it and renames it to `lock` (so a visible `lock` is always a held one
 //! while the installer lives), runs the install command with its output in `install.log`, then
-//! publishes `status` (`ok` or `failed <code>`) by writing `status.tmp` and renaming it. Waiters
+//! publishes `status` (`ok`, or why not: `failed with exit code 3`, `did not finish within 1800s`,
+//! ...) by writing `status.tmp` and renaming it; every local rank reports that same reason. Waiters
 //! watch the directory with inotify and wake on the rename: no polling interval. Once a second
 //! they also check the lock: a `lock` that can be taken while `status` is missing means local
 //! rank 0 died mid-install, and they fail at once instead of waiting out the timeout. Every
@@ -202,8 +203,11 @@ pub fn install(
         output: Output::File(log.clone()),
         stdin_null: true,
     };
-    let outcome = match sup.spawn(spec) {
-        Err(err) => GateOutcome::Failed(format!("failed to start the install command: {err}")),
+    // The status completes "the install command … on this node": it is published for the
+    // waiters and read back into this rank's own outcome, so every local rank reports the same.
+    let mut interrupted = None;
+    let status = match sup.spawn(spec) {
+        Err(err) => format!("could not be started ({err})"),
         Ok(id) => {
             let deadline = started + timeout;
             loop {
@@ -213,28 +217,21 @@ pub fn install(
                 {
                     Event::Exited(done, end) if done == id => {
                         break if end.success() {
-                            GateOutcome::Ready
+                            "ok".to_string()
                         } else {
-                            GateOutcome::Failed(format!(
-                                "the install command failed with exit code {} on this node (log: `{}`)",
-                                end.code(),
-                                log.display()
-                            ))
+                            format!("failed with exit code {}", end.code())
                         };
                     }
                     Event::Deadline => {
                         sup.signal_group(id, Signal::SIGKILL);
-                        break GateOutcome::Failed(format!(
-                            "the install command did not finish within {}s on this node (log: `{}`)",
-                            timeout.as_secs(),
-                            log.display()
-                        ));
+                        break format!("did not finish within {}s", timeout.as_secs());
                     }
                     Event::Signal(
                         signal @ (Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT),
                     ) => {
                         sup.signal_group(id, signal);
-                        break GateOutcome::Interrupted(signal);
+                        interrupted = Some(signal);
+                        break format!("was interrupted by {signal}");
                     }
                     Event::Signal(signal) => sup.signal_group(id, signal),
                     _ => {}
@@ -242,16 +239,12 @@ pub fn install(
             }
         }
     };
-    let status = match &outcome {
-        GateOutcome::Ready => "ok".to_string(),
-        GateOutcome::Failed(msg) if msg.contains("did not finish") => {
-            format!("timed out after {}s", timeout.as_secs())
-        }
-        GateOutcome::Failed(_) => "failed".to_string(),
-        GateOutcome::Interrupted(signal) => format!("was interrupted by {signal}"),
-    };
     publish(dir, &status)?;
     drop(lock);
+    let outcome = match interrupted {
+        Some(signal) => GateOutcome::Interrupted(signal),
+        None => status_outcome(&status, &log),
+    };
     tracing::info!(
         elapsed_ms = started.elapsed().as_millis() as u64,
         ?outcome,

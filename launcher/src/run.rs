@@ -218,23 +218,53 @@ fn spec(plan: &Plan, name: &'static str, argv: Vec<OsString>, env: EnvList) -> C
     }
 }
 
-/// Handles a termination or notice signal the same way in every mode. Returns the new
-/// deadline for the final `SIGKILL`, if the signal started (or hurried) the shutdown.
-fn on_signal(sup: &Supervisor, signal: Signal, kill_at: &mut Option<Instant>, grace: Duration) {
-    match signal {
-        Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT => {
-            if kill_at.is_some() {
-                tracing::warn!(signal = %signal, "second termination signal; killing every child now");
-                sup.signal_all(Signal::SIGKILL);
-            } else {
-                tracing::info!(signal = %signal, grace_ms = grace.as_millis() as u64, "forwarding to every child");
-                sup.signal_all(signal);
-                *kill_at = Some(Instant::now() + grace);
-            }
+/// Where the shutdown started by a termination signal stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shutdown {
+    /// No termination signal yet.
+    Running,
+    /// The signal was forwarded; every group gets `SIGKILL` at this instant.
+    Grace(Instant),
+    /// Every group got `SIGKILL`; what is left is waited for.
+    Killed,
+}
+
+impl Shutdown {
+    fn deadline(self) -> Option<Instant> {
+        match self {
+            Shutdown::Grace(at) => Some(at),
+            Shutdown::Running | Shutdown::Killed => None,
         }
-        other => {
-            tracing::info!(signal = %other, "forwarding as a notice");
-            sup.signal_all(other);
+    }
+
+    /// At the grace deadline: `SIGKILL` to every group.
+    fn on_deadline(&mut self, sup: &Supervisor, now: Instant) {
+        if matches!(*self, Shutdown::Grace(at) if now >= at) {
+            tracing::warn!("grace period over; killing every child");
+            sup.signal_all(Signal::SIGKILL);
+            *self = Shutdown::Killed;
+        }
+    }
+
+    /// Handles a signal the same way in every mode: a first termination signal is forwarded
+    /// and starts the grace period, a second one kills at once; the others are notices.
+    fn on_signal(&mut self, sup: &Supervisor, signal: Signal, grace: Duration) {
+        match signal {
+            Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT => {
+                if *self == Shutdown::Running {
+                    tracing::info!(signal = %signal, grace_ms = grace.as_millis() as u64, "forwarding to every child");
+                    sup.signal_all(signal);
+                    *self = Shutdown::Grace(Instant::now() + grace);
+                } else {
+                    tracing::warn!(signal = %signal, "second termination signal; killing every child now");
+                    sup.signal_all(Signal::SIGKILL);
+                    *self = Shutdown::Killed;
+                }
+            }
+            other => {
+                tracing::info!(signal = %other, "forwarding as a notice");
+                sup.signal_all(other);
+            }
         }
     }
 }
@@ -262,16 +292,12 @@ fn run_one(
         }
     };
     tracing::info!(child = name, pid = sup.pid(id), "started");
-    let mut kill_at = None;
+    let mut shutdown = Shutdown::Running;
     let end = loop {
-        match sup.next_event(kill_at, None)? {
+        match sup.next_event(shutdown.deadline(), None)? {
             Event::Exited(done, end) if done == id => break end,
-            Event::Signal(signal) => on_signal(sup, signal, &mut kill_at, plan.grace),
-            Event::Deadline => {
-                tracing::warn!("grace period over; killing every child");
-                sup.signal_all(Signal::SIGKILL);
-                kill_at = Some(Instant::now() + Duration::from_secs(3600));
-            }
+            Event::Signal(signal) => shutdown.on_signal(sup, signal, plan.grace),
+            Event::Deadline => shutdown.on_deadline(sup, Instant::now()),
             _ => {}
         }
     };
@@ -332,7 +358,7 @@ fn run_rank0(sup: &mut Supervisor, plan: &Plan) -> Result<Outcome, RunError> {
     };
     tracing::info!(child = "task", pid = sup.pid(task), "started");
 
-    let mut kill_at: Option<Instant> = None;
+    let mut shutdown = Shutdown::Running;
     let mut task_end: Option<ChildEnd> = None;
     let mut leader_end: Option<ChildEnd> = None;
     let mut leader_died_first = false;
@@ -342,10 +368,15 @@ fn run_rank0(sup: &mut Supervisor, plan: &Plan) -> Result<Outcome, RunError> {
     let mut leader_kill_at: Option<Instant> = None;
     let mut task_kill_at: Option<Instant> = None;
     while task_end.is_none() || leader_end.is_none() {
-        let deadline = [kill_at, leader_term_at, leader_kill_at, task_kill_at]
-            .into_iter()
-            .flatten()
-            .min();
+        let deadline = [
+            shutdown.deadline(),
+            leader_term_at,
+            leader_kill_at,
+            task_kill_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         match sup.next_event(deadline, None)? {
             Event::Exited(id, end) if id == task => {
                 task_end = Some(end);
@@ -388,15 +419,11 @@ fn run_rank0(sup: &mut Supervisor, plan: &Plan) -> Result<Outcome, RunError> {
                 if matches!(signal, Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT) {
                     terminating = true;
                 }
-                on_signal(sup, signal, &mut kill_at, plan.grace);
+                shutdown.on_signal(sup, signal, plan.grace);
             }
             Event::Deadline => {
                 let now = Instant::now();
-                if kill_at.is_some_and(|at| now >= at) {
-                    tracing::warn!("grace period over; killing every child");
-                    sup.signal_all(Signal::SIGKILL);
-                    kill_at = Some(now + Duration::from_secs(3600));
-                }
+                shutdown.on_deadline(sup, now);
                 if leader_term_at.is_some_and(|at| now >= at) {
                     tracing::warn!(
                         timeout_ms = plan.leader_stop_timeout.as_millis() as u64,

@@ -586,6 +586,12 @@ fn install_gate_runs_once_and_a_failure_fails_every_local_rank_fast() {
             "the message names the log: {}",
             r.stderr()
         );
+        assert!(
+            r.stderr()
+                .contains("the install command failed with exit code 3 on this node"),
+            "every local rank reports the installer's code: {}",
+            r.stderr()
+        );
         assert_eq!(r.stdout(), "", "the task never ran");
     }
     assert!(
