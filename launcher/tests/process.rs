@@ -35,6 +35,17 @@ fn exit_codes_pass_through() {
     std::fs::write(&path, "echo hi").unwrap();
     let (status, _) = run(&["--", path.to_str().unwrap()], &env);
     assert_eq!(status.code(), Some(126));
+    // Executable but without a `#!` line: run by sh, as execvp and shells do.
+    let script = dir.path().join("no-shebang");
+    std::fs::write(&script, "echo \"ran $1\"; exit 5\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (status, r) = run(&["--", script.to_str().unwrap(), "arg"], &env);
+    assert_eq!(status.code(), Some(5), "{}", r.stderr());
+    assert_eq!(r.stdout(), "ran arg\n");
+    // Found on PATH, like execvp.
+    let (status, r) = run(&["--", "sh", "-c", "exit 4"], &env);
+    assert_eq!(status.code(), Some(4), "{}", r.stderr());
 }
 
 #[test]

@@ -5,26 +5,27 @@
 //! output pipes and an optional extra fd (the install gate's inotify), with a timeout for the
 //! next deadline. On `SIGCHLD` it reaps with `waitpid(-1, WNOHANG)`: rank-launch is a child
 //! subreaper, so orphaned grandchildren come back to it and are reaped here too. Nothing else
-//! in the process waits for children (std `Child` handles are dropped unwaited), so exactly one
-//! component reaps.
+//! in the process waits for children (only [`spawn`] reaps a child that failed before running
+//! its program, by pid, before anyone else can see it), so exactly one component reaps.
 //!
-//! Process hygiene, per child:
+//! Process hygiene, per child (see [`spawn`] for how it is started):
 //! - its own process group (`setpgid(0, 0)`), so signals reach its whole tree;
 //! - `PR_SET_PDEATHSIG(SIGKILL)`, with the `getppid` race check, so it dies with rank-launch;
 //! - the signal mask cleared and `SIGPIPE` reset before `exec`;
-//! - its group registered with the sentinel, a forked copy of rank-launch that holds the read end
-//!   of a pipe: if rank-launch dies, even by `SIGKILL`, the pipe reaches end-of-file and the
+//! - its group registered with the [`sentinel`], a second process holding the read end of a
+//!   pipe: if rank-launch dies, even by `SIGKILL`, the pipe reaches end-of-file and the
 //!   sentinel kills every registered group, grandchildren included (a parent-death signal only
-//!   reaches the direct child).
+//!   reaches the direct child). A group is forgotten once it is empty.
+
+mod sentinel;
+mod spawn;
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::errno::Errno;
@@ -33,7 +34,10 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, killpg, sigprocmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use nix::unistd::{ForkResult, Pid, fork, getpid};
+use nix::unistd::Pid;
+
+use sentinel::Sentinel;
+use spawn::{Launch, LaunchError, Stack};
 
 use crate::childenv::EnvList;
 use crate::exit::{ChildEnd, LaunchExit};
@@ -133,6 +137,13 @@ pub enum SpawnError {
         #[source]
         source: io::Error,
     },
+    #[error("cannot start `{program}` in directory `{dir}`")]
+    Chdir {
+        program: String,
+        dir: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("failed to open output file `{path}`")]
     OutputFile {
         path: String,
@@ -147,7 +158,9 @@ impl SpawnError {
         match self {
             SpawnError::NotFound { .. } => LaunchExit::NOT_FOUND,
             SpawnError::NotExecutable { .. } => LaunchExit::NOT_EXECUTABLE,
-            SpawnError::Other { .. } | SpawnError::OutputFile { .. } => LaunchExit::SETUP_FAILED,
+            SpawnError::Other { .. } | SpawnError::Chdir { .. } | SpawnError::OutputFile { .. } => {
+                LaunchExit::SETUP_FAILED
+            }
         }
     }
 }
@@ -160,6 +173,8 @@ struct ChildRec {
     end: Option<ChildEnd>,
     ended: Option<Instant>,
     ended_at: Option<SystemTime>,
+    /// The group is empty and the sentinel was told so.
+    forgotten: bool,
 }
 
 /// One output pipe of a labelled child.
@@ -176,6 +191,8 @@ pub struct Supervisor {
     pumps: Vec<Pump>,
     pending: VecDeque<Event>,
     sentinel: Option<Sentinel>,
+    /// The stack children run on between their start and their `execve`.
+    stack: Stack,
     /// Labelled output waiting for rank-launch's stdout (0) and stderr (1) to take it: whole
     /// lines, at most [`ATOMIC_WRITE`] bytes a chunk, written when `poll` says the stream is
     /// writable, so a reader that stalls never blocks the loop (or signal handling).
@@ -198,7 +215,7 @@ const QUEUE_LIMIT: usize = 1 << 20;
 impl Supervisor {
     /// Blocks the handled signals, becomes a child subreaper and starts the sentinel.
     ///
-    /// Must run while the process has a single thread: it forks.
+    /// Must run on the thread that keeps the signals blocked: the process's only thread.
     pub fn new() -> io::Result<Self> {
         let mut mask = SigSet::empty();
         for signal in HANDLED {
@@ -216,6 +233,7 @@ impl Supervisor {
             pumps: Vec::new(),
             pending: VecDeque::new(),
             sentinel: Some(sentinel),
+            stack: Stack::new()?,
             queues: [OutQueue::default(), OutQueue::default()],
         })
     }
@@ -224,17 +242,30 @@ impl Supervisor {
     pub fn spawn(&mut self, spec: ChildSpec) -> Result<ChildId, SpawnError> {
         let program = spec.argv.first().cloned().unwrap_or_default();
         let program_text = program.to_string_lossy().into_owned();
-        let mut cmd = std::process::Command::new(&program);
-        cmd.args(&spec.argv[1.min(spec.argv.len())..]);
-        cmd.env_clear();
-        cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
-        cmd.process_group(0);
-        if let Some(cwd) = &spec.cwd {
-            cmd.current_dir(cwd);
-        }
-        if spec.stdin_null {
-            cmd.stdin(Stdio::null());
-        }
+        let launch_error = |err: LaunchError| match err {
+            LaunchError::NotFound => SpawnError::NotFound {
+                program: program_text.clone(),
+            },
+            LaunchError::NotExecutable(source) => SpawnError::NotExecutable {
+                program: program_text.clone(),
+                source,
+            },
+            LaunchError::Chdir(source) => SpawnError::Chdir {
+                program: program_text.clone(),
+                dir: spec
+                    .cwd
+                    .as_ref()
+                    .map(|d| d.display().to_string())
+                    .unwrap_or_default(),
+                source,
+            },
+            LaunchError::Other(source) => SpawnError::Other {
+                program: program_text.clone(),
+                source,
+            },
+        };
+        let mut launch =
+            Launch::new(&spec.argv, &spec.env, spec.cwd.as_deref()).map_err(launch_error)?;
         let open = |path: &PathBuf| {
             File::options()
                 .create(true)
@@ -245,95 +276,55 @@ impl Supervisor {
                     source,
                 })
         };
-        let mut sinks = None;
-        match &spec.output {
-            Output::Inherit => {}
-            Output::Label(_) => {
-                sinks = Some((Sink::Stdout, Sink::Stderr));
-            }
+        let other = |source: io::Error| SpawnError::Other {
+            program: program_text.clone(),
+            source,
+        };
+        // Descriptors for the child's 0, 1 and 2, kept open until it has started; and the
+        // read ends of labelled output, kept by the pumps.
+        let mut held: Vec<OwnedFd> = Vec::new();
+        let mut readers = None;
+        if spec.stdin_null {
+            held.push(File::open("/dev/null").map_err(other)?.into());
+            launch.stdio[0] = Some(held[held.len() - 1].as_raw_fd());
+        }
+        let sinks = match &spec.output {
+            Output::Inherit => None,
+            Output::Label(_) => Some((Sink::Stdout, Sink::Stderr)),
             Output::LabelFile(_, path) => {
                 let file = std::rc::Rc::new(open(path)?);
-                sinks = Some((Sink::File(file.clone()), Sink::File(file)));
+                Some((Sink::File(file.clone()), Sink::File(file)))
             }
             Output::File(path) => {
-                let file = open(path)?;
-                let copy = file.try_clone().map_err(|source| SpawnError::OutputFile {
-                    path: path.display().to_string(),
-                    source,
-                })?;
-                cmd.stdout(file);
-                cmd.stderr(copy);
+                held.push(open(path)?.into());
+                let fd = held[held.len() - 1].as_raw_fd();
+                launch.stdio[1] = Some(fd);
+                launch.stdio[2] = Some(fd);
+                None
             }
-        }
+        };
         if sinks.is_some() {
-            cmd.stdout(Stdio::piped());
-            cmd.stderr(Stdio::piped());
+            let (out_r, out_w) =
+                nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| other(e.into()))?;
+            let (err_r, err_w) =
+                nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| other(e.into()))?;
+            launch.stdio[1] = Some(out_w.as_raw_fd());
+            launch.stdio[2] = Some(err_w.as_raw_fd());
+            held.extend([out_w, err_w]);
+            readers = Some([out_r, err_r]);
         }
-        let parent = getpid();
-        let empty_mask: libc::sigset_t = *SigSet::empty().as_ref();
-        // The child registers its own group with the sentinel before it runs any user code, so
-        // no SIGKILL of rank-launch can fall between the fork and the registration. The pipe's
-        // write end is close-on-exec: it is open here and gone once the program runs.
-        let sentinel_fd = self.sentinel.as_ref().map(|s| s.pipe.as_raw_fd());
-        // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
-        // system calls (sigprocmask, signal, prctl, getppid, kill, getpid, write); it
-        // allocates nothing.
-        unsafe {
-            cmd.pre_exec(move || {
-                libc::sigprocmask(libc::SIG_SETMASK, &empty_mask, std::ptr::null_mut());
-                libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-                if libc::prctl(
-                    libc::PR_SET_PDEATHSIG,
-                    libc::SIGKILL as libc::c_ulong,
-                    0,
-                    0,
-                    0,
-                ) != 0
-                {
-                    return Err(io::Error::last_os_error());
-                }
-                // The parent may have died before the prctl took effect.
-                if libc::getppid() != parent.as_raw() {
-                    libc::kill(libc::getpid(), libc::SIGKILL);
-                }
-                if let Some(fd) = sentinel_fd {
-                    // A 5-byte write to a pipe is atomic; setpgid(0, 0) already ran, so the
-                    // group id is our pid.
-                    let mut record = [Sentinel::REGISTER, 0, 0, 0, 0];
-                    record[1..].copy_from_slice(&libc::getpid().to_le_bytes());
-                    libc::write(fd, record.as_ptr().cast(), record.len());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().map_err(|source| match source.kind() {
-            io::ErrorKind::NotFound => SpawnError::NotFound {
-                program: program_text.clone(),
-            },
-            io::ErrorKind::PermissionDenied => SpawnError::NotExecutable {
-                program: program_text.clone(),
-                source,
-            },
-            _ if source.raw_os_error() == Some(libc::ENOEXEC) => SpawnError::NotExecutable {
-                program: program_text.clone(),
-                source,
-            },
-            _ => SpawnError::Other {
-                program: program_text.clone(),
-                source,
-            },
-        })?;
-        let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
-        let mut child = child;
-        if let (Some((out_sink, err_sink)), Output::Label(prefix) | Output::LabelFile(prefix, _)) =
-            (sinks, &spec.output)
+        // The child registers its own group with the sentinel before it runs any program, so
+        // no SIGKILL of rank-launch can fall between its start and the registration.
+        launch.sentinel = self.sentinel.as_ref().map(|s| s.pipe.as_raw_fd());
+        let pid = launch.start(&mut self.stack).map_err(launch_error)?;
+        drop(held);
+        if let (
+            Some(readers),
+            Some((out_sink, err_sink)),
+            Output::Label(prefix) | Output::LabelFile(prefix, _),
+        ) = (readers, sinks, &spec.output)
         {
-            let pipes = [
-                (child.stdout.take().map(OwnedFd::from), out_sink),
-                (child.stderr.take().map(OwnedFd::from), err_sink),
-            ];
-            for (fd, sink) in pipes {
-                let Some(fd) = fd else { continue };
+            for (fd, sink) in readers.into_iter().zip([out_sink, err_sink]) {
                 set_nonblocking(&fd);
                 self.pumps.push(Pump {
                     fd,
@@ -343,8 +334,6 @@ impl Supervisor {
                 });
             }
         }
-        // The std handle is dropped unwaited: this loop reaps.
-        drop(child);
         tracing::debug!(child = spec.name, pid = pid.as_raw(), program = %program_text, "spawned");
         self.children.push(ChildRec {
             name: spec.name,
@@ -354,7 +343,14 @@ impl Supervisor {
             end: None,
             ended: None,
             ended_at: None,
+            forgotten: false,
         });
+        if self.children.len() > sentinel::MAX_GROUPS {
+            tracing::warn!(
+                children = self.children.len(),
+                "more children than the sentinel tracks; a SIGKILL of rank-launch could leave some behind"
+            );
+        }
         Ok(ChildId(self.children.len() - 1))
     }
 
@@ -514,6 +510,7 @@ impl Supervisor {
                     rec.ended_at = Some(SystemTime::now());
                     tracing::debug!(child = rec.name, pid = pid.as_raw(), ?end, "reaped");
                     self.pending.push_back(Event::Exited(ChildId(idx), end));
+                    self.forget_if_empty(pid);
                 }
                 None if self.sentinel.as_ref().is_some_and(|s| s.pid == pid) => {
                     tracing::warn!(
@@ -522,8 +519,31 @@ impl Supervisor {
                     );
                     self.sentinel = None;
                 }
-                None => tracing::debug!(pid = pid.as_raw(), ?end, "reaped an orphaned descendant"),
+                None => {
+                    tracing::debug!(pid = pid.as_raw(), ?end, "reaped an orphaned descendant");
+                    // It may have been the last member of one of our groups.
+                    for idx in 0..self.children.len() {
+                        let rec = &self.children[idx];
+                        if rec.end.is_some() && !rec.forgotten {
+                            self.forget_if_empty(rec.pid);
+                        }
+                    }
+                }
             }
+        }
+    }
+
+    /// Tells the sentinel to drop a child's group once no process is left in it, so that a
+    /// later group with the same number is never killed on our account.
+    fn forget_if_empty(&mut self, pgid: Pid) {
+        if group_alive(pgid) {
+            return;
+        }
+        if let Some(rec) = self.children.iter_mut().find(|c| c.pid == pgid) {
+            rec.forgotten = true;
+        }
+        if let Some(sentinel) = &self.sentinel {
+            sentinel.forget(pgid);
         }
     }
 
@@ -677,23 +697,24 @@ impl Supervisor {
     pub fn shutdown(&mut self, grace: Duration) {
         let live =
             |s: &Self| s.children.iter().any(|c| group_alive(c.pid)) || !s.orphans().is_empty();
+        // The common case, everything already ended, costs one look.
         if live(self) {
             self.signal_all(Signal::SIGTERM);
             for pid in self.orphans() {
                 let _ = nix::sys::signal::kill(pid, Signal::SIGTERM);
             }
             self.wait_until(Instant::now() + grace, live);
-        }
-        if live(self) {
-            tracing::warn!(
-                grace_ms = grace.as_millis() as u64,
-                "processes left after the grace period; sending SIGKILL"
-            );
-            self.signal_all(Signal::SIGKILL);
-            for pid in self.orphans() {
-                let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+            if live(self) {
+                tracing::warn!(
+                    grace_ms = grace.as_millis() as u64,
+                    "processes left after the grace period; sending SIGKILL"
+                );
+                self.signal_all(Signal::SIGKILL);
+                for pid in self.orphans() {
+                    let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+                }
+                self.wait_until(Instant::now() + Duration::from_secs(5), live);
             }
-            self.wait_until(Instant::now() + Duration::from_secs(5), live);
         }
         // Output still buffered in the pipes is not lost: drain until every writer is gone,
         // then hand what is queued to the readers.
@@ -736,6 +757,7 @@ impl Supervisor {
                     .children
                     .iter()
                     .any(|c| c.pid == *pid && c.end.is_none())
+                && !is_zombie(*pid)
         });
         pids
     }
@@ -771,32 +793,28 @@ fn group_alive(pgid: Pid) -> bool {
     killpg(pgid, None).is_ok()
 }
 
-/// Our live children, from `/proc/self/task/*/children`.
+/// Our children, from `/proc/<pid>/task/<pid>/children` (one thread: ours).
 fn children_of_self() -> Vec<Pid> {
-    let mut out = Vec::new();
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return out;
-    };
-    for task in tasks.flatten() {
-        if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
-            out.extend(
-                text.split_whitespace()
-                    .filter_map(|p| p.parse().ok())
-                    .map(Pid::from_raw),
-            );
-        }
-    }
-    // Zombies are reaped by the loop; only running processes count.
-    out.retain(|pid| {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|stat| {
-                stat.rsplit_once(") ")
-                    .map(|(_, rest)| !rest.starts_with('Z'))
-            })
-            .unwrap_or(false)
-    });
-    out
+    let me = std::process::id();
+    std::fs::read_to_string(format!("/proc/{me}/task/{me}/children"))
+        .map(|text| {
+            text.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .map(Pid::from_raw)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// True for a process that ended and waits to be reaped (the loop reaps those).
+fn is_zombie(pid: Pid) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit_once(") ")
+                .map(|(_, rest)| rest.starts_with('Z'))
+        })
+        .unwrap_or(true)
 }
 
 fn set_nonblocking(fd: &OwnedFd) {
@@ -806,115 +824,4 @@ fn set_nonblocking(fd: &OwnedFd) {
             FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
         );
     }
-}
-
-/// The process that kills our children's groups if rank-launch dies without cleaning up.
-struct Sentinel {
-    pid: Pid,
-    pipe: OwnedFd,
-}
-
-impl Sentinel {
-    /// Record tags on the pipe: register a group, forget a group, clean exit.
-    const REGISTER: u8 = b'+';
-    const DISMISS: u8 = b'.';
-
-    fn start() -> io::Result<Self> {
-        let (read_end, write_end) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
-        // SAFETY: called while the process is single-threaded (documented on
-        // `Supervisor::new`), so the child may run ordinary code until it exits.
-        match unsafe { fork() }? {
-            ForkResult::Child => {
-                drop(write_end);
-                sentinel_main(read_end)
-            }
-            ForkResult::Parent { child } => {
-                drop(read_end);
-                Ok(Sentinel {
-                    pid: child,
-                    pipe: write_end,
-                })
-            }
-        }
-    }
-
-    fn dismiss(self) {
-        self.send(Self::DISMISS, 0);
-    }
-
-    fn send(&self, tag: u8, value: i32) {
-        let mut record = [0u8; 5];
-        record[0] = tag;
-        record[1..].copy_from_slice(&value.to_le_bytes());
-        // Five bytes to a pipe are written whole or not at all.
-        if nix::unistd::write(&self.pipe, &record).is_err() {
-            tracing::warn!(
-                "the sentinel is gone; a SIGKILL of rank-launch could now leave grandchildren behind"
-            );
-        }
-    }
-}
-
-/// The sentinel's whole life: collect groups until the pipe closes, then kill them unless
-/// dismissed. Its signals stay blocked (inherited mask), so a step-wide `SIGTERM` leaves it be.
-fn sentinel_main(pipe: OwnedFd) -> ! {
-    // Hold no other descriptor: an inherited pipe or PMI socket must close when its owner does.
-    // The pipe moves to fd 3, stdio goes to /dev/null, and one close_range drops the rest.
-    let raw = pipe.as_raw_fd();
-    // SAFETY: plain system calls on descriptors this process owns; `pipe` is not used again
-    // after this block (fd 3 is read through `PIPE_FD`), and no other Rust object refers to the
-    // descriptors closed here.
-    unsafe {
-        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-        for fd in 0..3 {
-            libc::dup2(null, fd);
-        }
-        if raw != PIPE_FD {
-            libc::dup2(raw, PIPE_FD);
-        }
-        if libc::syscall(libc::SYS_close_range, PIPE_FD + 1, u32::MAX, 0) != 0 {
-            // Kernels before 5.9: one by one.
-            for fd in PIPE_FD + 1..1024 {
-                libc::close(fd);
-            }
-        }
-    }
-    std::mem::forget(pipe);
-    // SAFETY: fd 3 is the pipe's read end, owned by this process from here on.
-    let pipe = unsafe { OwnedFd::from_raw_fd(PIPE_FD) };
-    let mut groups: Vec<i32> = Vec::new();
-    let mut dismissed = false;
-    let mut record = [0u8; 5];
-    while let Ok(true) = read_full(&pipe, &mut record) {
-        let value = i32::from_le_bytes([record[1], record[2], record[3], record[4]]);
-        match record[0] {
-            Sentinel::REGISTER => groups.push(value),
-            Sentinel::DISMISS => dismissed = true,
-            _ => {}
-        }
-    }
-    if !dismissed {
-        for pgid in groups {
-            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
-        }
-    }
-    // SAFETY: ends this process without running the parent's atexit handlers or destructors.
-    unsafe { libc::_exit(0) }
-}
-
-/// Where the sentinel keeps its end of the pipe.
-const PIPE_FD: i32 = 3;
-
-/// Reads exactly `buf.len()` bytes; `Ok(false)` at end of file.
-fn read_full(fd: &OwnedFd, buf: &mut [u8]) -> nix::Result<bool> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match nix::unistd::read(fd.as_fd(), &mut buf[filled..]) {
-            Ok(0) => return Ok(false),
-            Ok(n) => filled += n,
-            Err(Errno::EINTR) => {}
-            Err(err) => return Err(err),
-        }
-    }
-    Ok(true)
 }
