@@ -274,7 +274,10 @@ pub fn wait(
             }
         })?;
     inotify
-        .add_watch(dir, AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_CREATE)
+        // Only renames into the directory: `status` appears by one. Creations (`status.tmp`,
+        // `install.log`, the lock) would wake every waiter for nothing, just when the real
+        // release is about to come.
+        .add_watch(dir, AddWatchFlags::IN_MOVED_TO)
         .map_err(|source| GateError::Watch {
             path: path.clone(),
             source,
@@ -313,6 +316,23 @@ pub fn wait(
             }
             _ => {}
         }
+    }
+}
+
+/// Called once the gate let this rank go: gives the CPU to the other local ranks released by
+/// the same rename before this one starts its task.
+///
+/// All waiters wake in the one `rename` that publishes the status, but on a node with fewer
+/// cores than local ranks they run one after another; without this, a rank that ran first goes
+/// straight on to start its task (a `clone`, an `execve`, a program's start-up), and the ranks
+/// behind it learn of the release only after their siblings' start-up work. One yield puts every
+/// released rank behind the ones that have not run yet: all of them are released within a few
+/// milliseconds, then their tasks start, sharing the CPU as before. It costs nothing when there
+/// is a free core.
+pub fn yield_to_siblings() {
+    // SAFETY: sched_yield takes no arguments and cannot fail on Linux.
+    unsafe {
+        libc::sched_yield();
     }
 }
 

@@ -151,7 +151,10 @@ pub fn run(sup: &mut Supervisor, plan: &Plan) -> Result<Outcome, RunError> {
             gate::wait(sup, &install.dir, install.timeout, &mut gate_watch)?
         };
         match outcome {
-            GateOutcome::Ready => gate_released_at = Some(std::time::SystemTime::now()),
+            GateOutcome::Ready => {
+                gate_released_at = Some(std::time::SystemTime::now());
+                gate::yield_to_siblings();
+            }
             GateOutcome::Failed(reason) => {
                 tracing::error!("{reason}");
                 return Ok(finish(
