@@ -13,8 +13,13 @@ pub fn root() -> PathBuf {
         .to_path_buf()
 }
 
-/// The directory with the workspace's debug binaries, built if any is missing.
+/// The directory with the binaries under test: `$E2E_BIN_DIR` when set (`scripts/test` points
+/// it at `target/dist`, the deployable build with a static rank-launch), else the workspace's
+/// debug binaries, built if any is missing.
 pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("E2E_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
     let exe = std::env::current_exe().expect("current_exe");
     // target/debug/deps/<test> → target/debug
     let dir = exe

@@ -35,7 +35,7 @@ fn srun_pmix_rank_check_agrees_across_nodes() {
     assert!(out.stdout.contains("4"), "{}", out.stdout);
 }
 
-/// Runs `scripts/demo` with the debug binaries; returns its output.
+/// Runs `scripts/demo` with the binaries under test (`bin_dir`); returns its output.
 fn demo(extra: &[&str]) -> e2e_tests::Output {
     let bin = bin_dir();
     run(
