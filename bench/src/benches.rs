@@ -164,21 +164,6 @@ fn timed_ok(cx: &Ctx, argv: &[String], env: &[(&str, String)]) -> anyhow::Result
     Ok((t.ms(), t.end.maxrss_mb()))
 }
 
-/// `VmHWM` of a live process, in MB.
-fn vm_hwm_mb(pid: i32) -> anyhow::Result<f64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .context("no VmHWM line")?;
-    let kib: f64 = line
-        .split_whitespace()
-        .nth(1)
-        .context("bad VmHWM line")?
-        .parse()?;
-    Ok(kib / 1024.0)
-}
-
 /// Python stand-ins for TensorRT-LLM's `mgmn_leader_node` / `mgmn_worker_node`, for running the
 /// reference `trtllm-llmapi-launch` (which hard-codes `python3 -m ...`). `RANK_BENCH_STUB=file`:
 /// the leader waits for `$RANK_BENCH_STOP_FILE`, which `--action stop` creates, the worker exits;
@@ -354,25 +339,22 @@ fn reference_rank(cx: &Ctx, rank: usize) -> anyhow::Result<Reference> {
     })
 }
 
-/// Peak RSS of rank-launch while it supervises: `VmHWM` read 150 ms into a 300 ms task.
+/// Peak RSS of rank-launch while it supervises a 300 ms task: its `VmHWM` at its exit, against
+/// the task's own.
 pub fn memory(cx: &Ctx) -> anyhow::Result<Vec<Row>> {
     let rl = cx.rl();
     let reps = cx.cfg.reps.clamp(3, 6);
-    let sample_mid = |prog: &[String], env: &[(&str, String)]| -> anyhow::Result<Sample> {
-        let pid = cx.run.spawn(&mut cx.run.cmd(prog, env))?;
-        std::thread::sleep(Duration::from_millis(150));
-        let hwm = vm_hwm_mb(pid);
-        let end = cx.run.wait(pid)?;
-        ensure_ok(&end, &prog.join(" "))?;
-        Ok((hwm?, end.maxrss_mb()))
+    let peak = |prog: &[String], env: &[(&str, String)]| -> anyhow::Result<Sample> {
+        let mb = cx.run.peak_rss_mb(&mut cx.run.cmd(prog, env))?;
+        Ok((mb, mb))
     };
-    let direct = || timed_ok(cx, &argv(&["sleep", "0.3"]), &[]).map(|(_, mb)| (mb, mb));
+    let direct = || peak(&argv(&["sleep", "0.3"]), &[]);
     let mut rows = Vec::new();
     let s = alternate(
         reps,
         1,
         &mut [
-            Box::new(|| sample_mid(&argv(&[&rl, "--", "sleep", "0.3"]), &[])),
+            Box::new(|| peak(&argv(&[&rl, "--", "sleep", "0.3"]), &[])),
             Box::new(direct),
         ],
     )?;
@@ -389,7 +371,7 @@ pub fn memory(cx: &Ctx) -> anyhow::Result<Vec<Row>> {
     let s = alternate(
         reps,
         1,
-        &mut [Box::new(|| sample_mid(&r0, &env0)), Box::new(direct)],
+        &mut [Box::new(|| peak(&r0, &env0)), Box::new(direct)],
     )?;
     let mut r = row(
         "memory.mpi_rank0",
@@ -407,7 +389,7 @@ pub fn memory(cx: &Ctx) -> anyhow::Result<Vec<Row>> {
             let with_stubs = |prog: &[String]| -> anyhow::Result<Sample> {
                 let mut env = slurm_env("bench", 0, 2);
                 env.extend(stub_env(cx, &stubs, "file")?);
-                sample_mid(prog, &env)
+                peak(prog, &env)
             };
             let ours = argv(&[&rl, "mpi", "--", "sleep", "0.3"]);
             let theirs = argv(&[&path_str(refl), "sleep", "0.3"]);
@@ -495,18 +477,23 @@ pub fn fanout(cx: &Ctx) -> anyhow::Result<Vec<Row>> {
 }
 
 /// How long a fan-out `mpirun` may take before it counts as hung (normal runs: well under 1 s).
-const HANG_SECS: u64 = 5;
+const HANG_SECS: u64 = 3;
 
-/// A timed `mpirun` run. Open MPI 4.1.4 on the VM this was written on sometimes never returns
-/// after every rank exited (about one run in five at `-np 32`, with plain `true` as much as with
-/// rank-launch): such a run is killed after [`HANG_SECS`], counted and rerun (at most 5 times).
+/// How many hung runs in a row make the figure fail.
+const HANG_TRIES: usize = 30;
+
+/// A timed `mpirun` run. Open MPI 4.1.4's `mpirun` sometimes never returns after every rank
+/// exited: all its children are gone and it sits in `poll`. The faster the ranks exit, the more
+/// often (measured on 2 cores: about one run in two of `-np 64 true`, fewer with rank-launch in
+/// between), so it looks like a lost child exit. Such a run is killed after [`HANG_SECS`],
+/// counted and rerun, up to [`HANG_TRIES`] times in a row.
 fn mpirun_retrying(
     cx: &Ctx,
     prog: &[String],
     env: &[(&str, String)],
     hangs: &Cell<usize>,
 ) -> anyhow::Result<Sample> {
-    for _ in 0..6 {
+    for _ in 0..HANG_TRIES {
         if let Some(t) = cx
             .run
             .time_within(&mut cx.run.cmd(prog, env), Duration::from_secs(HANG_SECS))?
@@ -515,7 +502,7 @@ fn mpirun_retrying(
         }
         hangs.set(hangs.get() + 1);
     }
-    bail!("`{}` hung six times in a row", prog.join(" "))
+    bail!("`{}` hung {HANG_TRIES} times in a row", prog.join(" "))
 }
 
 /// Install gate: installer's exit → the last of N waiting local ranks released.
@@ -525,6 +512,7 @@ pub fn gate(cx: &Ctx) -> anyhow::Result<Vec<Row>> {
     for &n in &cx.cfg.gate_ns {
         // Long enough for all waiters to be waiting when it ends, even on two busy cores.
         let install_secs = 0.3 + 0.004 * n as f64;
+        let tasks_running = std::cell::RefCell::new(Vec::new());
         let launched = || -> anyhow::Result<Sample> {
             let dir = cx.fresh(&format!("gate{n}"))?;
             let job = format!(
@@ -581,6 +569,16 @@ pub fn gate(cx: &Ctx) -> anyhow::Result<Vec<Row>> {
                 .into_iter()
                 .max()
                 .unwrap_or(ended);
+            // Not the figure, but shown beside it: when the last waiter's task was running.
+            let task_started = (1..=n)
+                .map(|rank| child_us(rank, "task", "started_unix_us"))
+                .collect::<anyhow::Result<Vec<_>>>()?
+                .into_iter()
+                .max()
+                .unwrap_or(ended);
+            tasks_running
+                .borrow_mut()
+                .push((task_started - ended) as f64 / 1e3);
             Ok(((last - ended) as f64 / 1e3, 0.0))
         };
         let shell = || -> anyhow::Result<Sample> {
@@ -629,7 +627,17 @@ pub fn gate(cx: &Ctx) -> anyhow::Result<Vec<Row>> {
         )?;
         rows.push(row(
             &format!("gate.n{n}"),
-            &format!("install gate: installer exit → last of {n} waiting local rank(s) released"),
+            &format!(
+                "install gate: installer exit → last of {n} waiting local rank(s) released (their tasks all running after {:.1} ms)",
+                {
+                    let times = tasks_running.borrow();
+                    if times.is_empty() {
+                        f64::NAN
+                    } else {
+                        crate::stats::Summary::of(&times).median
+                    }
+                }
+            ),
             "ms",
             Target::Max(20.0),
             times(&s[0]),
@@ -925,11 +933,14 @@ pub fn generator(cx: &Ctx) -> anyhow::Result<Vec<Row>> {
             ("compat", compat_dir, compat_args),
             ("native", out_dir.as_path(), native_args),
         ] {
+            // Time from an ordinary run; peak RSS from a second, traced one.
             let run_in = |prog: Vec<String>| -> anyhow::Result<Sample> {
                 let mut cmd = cx.run.cmd(&prog, &[]);
                 cmd.current_dir(dir);
                 let t = cx.run.time_ok(&mut cmd)?;
-                Ok((t.ms(), t.end.maxrss_mb()))
+                let mut cmd = cx.run.cmd(&prog, &[]);
+                cmd.current_dir(dir);
+                Ok((t.ms(), cx.run.peak_rss_mb(&mut cmd)?))
             };
             let mut ours = vec![lg.clone()];
             ours.extend(args.iter().cloned());

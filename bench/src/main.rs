@@ -52,13 +52,13 @@ struct Args {
     /// Repetitions per generator config and mode.
     #[arg(long, default_value_t = 30)]
     gen_reps: usize,
-    /// Repetitions per fan-out size.
-    #[arg(long, default_value_t = 7)]
+    /// Repetitions per fan-out size (mpirun's own run time varies by tens of ms on 2 cores).
+    #[arg(long, default_value_t = 11)]
     fanout_reps: usize,
     #[arg(long, value_delimiter = ',', default_value = "1,8,32,64")]
     fanout_ns: Vec<usize>,
     /// Repetitions per install-gate size.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 7)]
     gate_reps: usize,
     #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
     gate_ns: Vec<usize>,
@@ -279,7 +279,7 @@ fn machine(bin_dir: &Path, rank_launch: &Path) -> serde_json::Value {
         "load_before": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
         "date_utc": first_line(&["date", "-u", "+%Y-%m-%dT%H:%M:%SZ"]),
         "git": format!("{}{}", first_line(&["git", "rev-parse", "--short", "HEAD"]), if dirty.is_empty() { "" } else { " (with uncommitted changes)" }),
-        "rank_launch": format!("{} ({})", first_line(&[&rl, "--version"]), rl),
+        "rank_launch": format!("{} ({}, {})", first_line(&[&rl, "--version"]), rl, linkage(rank_launch)),
         "launch_gen": first_line(&[&lg, "--version"]),
         "mpirun": first_line(&["mpirun", "--version"]),
         "rustc": first_line(&["rustc", "--version"]),
@@ -287,10 +287,45 @@ fn machine(bin_dir: &Path, rank_launch: &Path) -> serde_json::Value {
     })
 }
 
+/// "statically linked", or which dynamic loader the binary asks for (its `PT_INTERP`).
+fn linkage(binary: &Path) -> String {
+    let read = || -> Option<String> {
+        let data = std::fs::read(binary).ok()?;
+        let u16_at = |at: usize| Some(u16::from_le_bytes(data.get(at..at + 2)?.try_into().ok()?));
+        let u32_at = |at: usize| Some(u32::from_le_bytes(data.get(at..at + 4)?.try_into().ok()?));
+        let u64_at = |at: usize| Some(u64::from_le_bytes(data.get(at..at + 8)?.try_into().ok()?));
+        // A little-endian 64-bit ELF file: program headers at e_phoff, e_phnum of e_phentsize.
+        if data.get(..6)? != b"\x7fELF\x02\x01" {
+            return Some("not a little-endian 64-bit ELF file".into());
+        }
+        let (phoff, size, count) = (
+            u64_at(0x20)? as usize,
+            u16_at(0x36)? as usize,
+            u16_at(0x38)?,
+        );
+        for i in 0..count as usize {
+            let header = phoff + i * size;
+            if u32_at(header)? == 3 {
+                let (offset, len) = (u64_at(header + 8)? as usize, u64_at(header + 32)? as usize);
+                let path = data.get(offset..offset + len)?;
+                let path = String::from_utf8_lossy(path)
+                    .trim_end_matches('\0')
+                    .to_string();
+                return Some(format!("dynamically linked, loader {path}"));
+            }
+        }
+        Some("statically linked".into())
+    };
+    read().unwrap_or_else(|| "linkage unknown".into())
+}
+
 const METHOD: &str = "\
 Every figure is a whole process (or a whole MPI job) timed by the harness with `Instant` from just
-before `spawn` to just after `wait4` reaped it; peak RSS is `wait4`'s `ru_maxrss` or, for
-`rank-launch` itself, its `VmHWM`. Each measurement alternates with its baseline in the same run
+before `spawn` to just after `wait4` reaped it. Peak RSS is the program's own `VmHWM`, read in a
+separate run while `ptrace` holds the process just before it exits: not `wait4`'s `ru_maxrss`,
+into which the kernel folds, at `execve`, the peak of the address space being replaced (the
+harness's own, or a copy of it), so that `cp` would report the harness's size. What is measured
+is `target/dist` (`scripts/build`), `rank-launch` linked statically. Each measurement alternates with its baseline in the same run
 (A B, then B A, ...) after a few unrecorded warm-up rounds, so that drift in the load hits both.
 Tables give the median and the 10th–90th percentiles; *added* is the difference of the medians,
 *ratio* their quotient; *met* checks the target against the median (added for start-up, ratio for
@@ -304,17 +339,20 @@ variables set explicitly where a rank is simulated.
   against the harness doing the same itself: spawn `bash -c 'sleep 30'` and `/bin/true`, reap the
   task, run `bash -c true`, TERM the leader, reap it. Worker rank 1: `rank-launch mpi
   --worker-cmd /bin/true` against `bash -c /bin/true` (rank-launch runs the worker with `bash -c`).
-- **memory**: `VmHWM` of the `rank-launch` process read 150 ms into a 300 ms `sleep` task, i.e.
-  its peak up to that point, while supervising; baseline: `sleep 0.3`'s own `ru_maxrss`.
+- **memory**: the peak RSS of the `rank-launch` process over its whole life, supervising a
+  300 ms `sleep` task (its children not counted); baseline: `sleep 0.3`'s own peak.
 - **fan-out**: `mpirun [--allow-run-as-root] --oversubscribe -np N rank-launch -- true` against
   `mpirun ... -np N true`; the ratio of the medians. Open MPI 4.1.4 here sometimes never returns
-  after all ranks exited (with or without rank-launch): such a run is killed after 5 s and rerun,
-  and the figure's name says how many there were on each side.
+  after all ranks exited (with or without rank-launch; the faster the ranks exit, the more often):
+  such a run is killed after 3 s and rerun (up to 30 times in a row), and the figure's name says
+  how many there were on each side.
 - **install gate**: N waiting local ranks (`SLURM_LOCALID` 1..N) are started first, then local
   rank 0 (same `SLURM_JOB_ID`, own `--install-dir`), install command `sleep 0.3+0.004·N` so every
   waiter waits. Latency = max over the waiters of the moment the gate let them go
   (`gate_released_unix_us`) minus the installer's `install` child's `ended_unix_us`, both from
-  `--summary-json`. Baseline: N `bash`
+  `--summary-json`. The task of every rank is `true`; the figure's name adds when the last
+  waiter's task was running (its `task` child's `started_unix_us`, after `execve`): on 2 cores
+  that is the sum of 64 tasks' start-up, which the release does not wait for. Baseline: N `bash`
   waiters blocked in `read` on a pipe; the harness runs the same `sleep`, reaps it, stamps the
   time and closes the pipe; each waiter stamps `$EPOCHREALTIME` (a builtin) when released.
 - **shutdown, 8 ranks**: `mpirun -np 8 rank-launch mpi` with `shim-leader`/`shim-worker` (a real
@@ -328,7 +366,7 @@ variables set explicitly where a rank is simulated.
   alone in its own session, TERM, then KILL to its group after the grace period from the harness.
 - **generator**: `launch-gen` on every config of the configs directory, compatibility mode with the
   golden case's `args` (from inside the case folder) and native mode (`--config-yaml --command
-  --workspace --launch-sh`); baseline `cp config out`. Time and `ru_maxrss`.
+  --workspace --launch-sh`); baseline `cp config out`. Time, and peak RSS from a traced run.
 - **reference scripts** (`--reference-launch`, `--reference-submit`): the reference
   `trtllm-llmapi-launch` hard-codes `python3 -m tensorrt_llm.llmapi.mgmn_{leader,worker}_node`, so
   both it and `rank-launch mpi` (whose defaults are the same commands) run Python stand-ins

@@ -1,5 +1,6 @@
-//! Running whole processes: wall time from spawn to reaping, peak RSS from `wait4`, a
-//! watchdog that kills a run that hangs, and session counting in `/proc`.
+//! Running whole processes: wall time from spawn to reaping, a program's own peak RSS (`VmHWM`
+//! at its exit, under `ptrace`), a watchdog that kills a run that hangs, and session counting in
+//! `/proc`.
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::process::CommandExt;
@@ -195,6 +196,40 @@ impl Runner {
         Ok(Some(Timed { wall, end }))
     }
 
+    /// Runs `cmd` to its end and returns its own peak RSS in MB: `VmHWM`, read while `ptrace`
+    /// holds the process just before it exits (`PTRACE_O_TRACEEXIT`).
+    ///
+    /// Not `wait4`'s `ru_maxrss`: at `execve` the kernel folds the peak of the address space
+    /// being replaced into the new program's `ru_maxrss`, and that address space is the
+    /// harness's own (spawned with `vfork`) or a copy of it (`fork`), so a small program would
+    /// report the harness's size. Only the process itself is traced, not what it starts. The
+    /// stops cost time: use it for memory figures only, never in a timed run.
+    pub fn peak_rss_mb(&self, cmd: &mut Command) -> anyhow::Result<f64> {
+        // SAFETY: the closure runs between fork and exec and makes one system call.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let what = format!("{cmd:?}");
+        let pid = self.spawn(cmd)?;
+        let ticket = self.watchdog.arm(pid, Instant::now() + self.timeout);
+        let traced = trace_to_exit(pid);
+        let fired = self.watchdog.disarm(ticket);
+        let (peak, end) = traced?;
+        if fired {
+            bail!(
+                "{what} ran longer than {:.1} s and was killed",
+                self.timeout.as_secs_f64()
+            );
+        }
+        ensure_ok(&end, &what)?;
+        peak.with_context(|| format!("{what}: no stop before its exit, so no VmHWM"))
+    }
+
     /// [`Runner::time`], failing unless the process exited 0.
     pub fn time_ok(&self, cmd: &mut Command) -> anyhow::Result<Timed> {
         let what = format!("{:?}", cmd);
@@ -233,6 +268,69 @@ fn wait4(pid: i32) -> anyhow::Result<Finished> {
             return Err(err).with_context(|| format!("wait4({pid})"));
         }
     }
+}
+
+/// Follows a child that called `PTRACE_TRACEME` to its end: sets `PTRACE_O_TRACEEXIT` at the
+/// stop after its `execve`, reads `VmHWM` at the exit stop, passes every other signal on.
+fn trace_to_exit(pid: i32) -> anyhow::Result<(Option<f64>, Finished)> {
+    let mut peak = None;
+    let mut options_set = false;
+    loop {
+        let mut status = 0;
+        // SAFETY: rusage is plain old data; zeroed is a valid value.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: valid pointers to locals; pid is our child.
+        let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        if rc != pid {
+            let err = std::io::Error::last_os_error();
+            if err.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err).with_context(|| format!("wait4({pid})"));
+        }
+        if !libc::WIFSTOPPED(status) {
+            return Ok((
+                peak,
+                Finished {
+                    status,
+                    maxrss_kib: usage.ru_maxrss as u64,
+                },
+            ));
+        }
+        let signal = libc::WSTOPSIG(status);
+        let event = (status >> 16) & 0xff;
+        let mut pass = 0;
+        if signal == libc::SIGTRAP && event == libc::PTRACE_EVENT_EXIT {
+            peak = Some(vm_hwm_mb(pid)?);
+        } else if signal == libc::SIGTRAP && !options_set {
+            // The stop after a traced execve.
+            let options = libc::PTRACE_O_TRACEEXIT | libc::PTRACE_O_EXITKILL;
+            // SAFETY: pid is our stopped tracee.
+            if unsafe { libc::ptrace(libc::PTRACE_SETOPTIONS, pid, 0, options) } != 0 {
+                return Err(std::io::Error::last_os_error()).context("PTRACE_SETOPTIONS");
+            }
+            options_set = true;
+        } else {
+            pass = signal;
+        }
+        // SAFETY: pid is our stopped tracee; `pass` is 0 or the signal that stopped it.
+        unsafe { libc::ptrace(libc::PTRACE_CONT, pid, 0, pass) };
+    }
+}
+
+/// `VmHWM` of a live process (its peak RSS so far), in MB.
+pub fn vm_hwm_mb(pid: i32) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .context("no VmHWM line")?;
+    let kib: f64 = line
+        .split_whitespace()
+        .nth(1)
+        .context("bad VmHWM line")?
+        .parse()?;
+    Ok(kib / 1024.0)
 }
 
 /// Sends `signal` to `pid` (a process, or with a negative pid a group).
