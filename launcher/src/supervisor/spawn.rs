@@ -234,7 +234,11 @@ fn resolve(program: &OsStr, path_var: Option<&OsStr>) -> Result<Vec<u8>, LaunchE
     let path_var = path_var.map_or(&b"/bin:/usr/bin"[..], OsStr::as_bytes);
     for dir in path_var.split(|&b| b == b':') {
         let dir = if dir.is_empty() { b"." } else { dir };
-        let candidate = Path::new(OsStr::from_bytes(dir)).join(program);
+        // Made absolute: the child may change directory before its execve.
+        let Ok(dir) = std::path::absolute(OsStr::from_bytes(dir)) else {
+            continue;
+        };
+        let candidate = dir.join(program);
         let Ok(meta) = std::fs::metadata(&candidate) else {
             continue;
         };
