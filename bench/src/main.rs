@@ -52,8 +52,9 @@ struct Args {
     /// Repetitions per generator config and mode.
     #[arg(long, default_value_t = 30)]
     gen_reps: usize,
-    /// Repetitions per fan-out size (mpirun's own run time varies by tens of ms on 2 cores).
-    #[arg(long, default_value_t = 11)]
+    /// Repetitions per fan-out size: `mpirun`'s own run time varies by tens of ms on 2 cores,
+    /// so the medians need many runs to settle within a few percent.
+    #[arg(long, default_value_t = 25)]
     fanout_reps: usize,
     #[arg(long, value_delimiter = ',', default_value = "1,8,32,64")]
     fanout_ns: Vec<usize>,
@@ -270,7 +271,17 @@ fn machine(bin_dir: &Path, rank_launch: &Path) -> serde_json::Value {
         .map_or(String::new(), |kib| format!("{:.1} GiB", kib / 1048576.0));
     let rl = rank_launch.to_string_lossy().into_owned();
     let lg = bin_dir.join("launch-gen").to_string_lossy().into_owned();
-    let dirty = first_line(&["git", "status", "--porcelain", "--untracked-files=no"]);
+    // The results of an earlier run are not a change to what is measured.
+    let dirty = first_line(&[
+        "git",
+        "status",
+        "--porcelain",
+        "--untracked-files=no",
+        "--",
+        ".",
+        ":!bench/RESULTS.md",
+        ":!bench/results.json",
+    ]);
     serde_json::json!({
         "nproc": std::thread::available_parallelism().map_or(0, |n| n.get()),
         "cpu": cpu,
@@ -341,11 +352,13 @@ variables set explicitly where a rank is simulated.
   --worker-cmd /bin/true` against `bash -c /bin/true` (rank-launch runs the worker with `bash -c`).
 - **memory**: the peak RSS of the `rank-launch` process over its whole life, supervising a
   300 ms `sleep` task (its children not counted); baseline: `sleep 0.3`'s own peak.
-- **fan-out**: `mpirun [--allow-run-as-root] --oversubscribe -np N rank-launch -- true` against
-  `mpirun ... -np N true`; the ratio of the medians. Open MPI 4.1.4 here sometimes never returns
-  after all ranks exited (with or without rank-launch; the faster the ranks exit, the more often):
-  such a run is killed after 3 s and rerun (up to 30 times in a row), and the figure's name says
-  how many there were on each side.
+- **fan-out**: `mpirun [--allow-run-as-root] --mca odls_base_num_threads 0 --mca
+  orte_tmpdir_base WORK --oversubscribe -np N rank-launch -- true` against the same `mpirun ...
+  -np N true`; the ratio of the medians. The first option makes `mpirun` start the local ranks
+  from one thread: with the default (several threads past 32 ranks), Open MPI 4.1.4 here never
+  returned after all ranks exited in about one run of `-np 64 true` in two. A run that hangs
+  anyway is killed after 2 s and rerun (up to 30 times in a row), and the figure's name says how
+  many there were on each side.
 - **install gate**: N waiting local ranks (`SLURM_LOCALID` 1..N) are started first, then local
   rank 0 (same `SLURM_JOB_ID`, own `--install-dir`), install command `sleep 0.3+0.004·N` so every
   waiter waits. Latency = max over the waiters of the moment the gate let them go
