@@ -160,9 +160,6 @@ impl Launch {
         let mut sh_argv = vec![c"/bin/sh".as_ptr(), self.program.as_ptr()];
         sh_argv.extend(argv.iter().skip(1));
         let failure = AtomicI32::new(0);
-        let mut empty: libc::sigset_t = unsafe_zeroed_sigset();
-        // SAFETY: `empty` is a valid sigset_t to initialize.
-        unsafe { libc::sigemptyset(&mut empty) };
         let child = Child {
             program: self.program.as_ptr(),
             argv: argv.as_ptr(),
@@ -172,7 +169,7 @@ impl Launch {
             stdio: self.stdio.map(|fd| fd.unwrap_or(-1)),
             sentinel: self.sentinel.unwrap_or(-1),
             parent: std::process::id() as libc::pid_t,
-            empty_mask: empty,
+            empty_mask: *nix::sys::signal::SigSet::empty().as_ref(),
             failure: &failure,
         };
         // SAFETY: `child_main` only reads `child` (alive until clone returns: CLONE_VFORK
@@ -205,11 +202,6 @@ impl Launch {
             _ => LaunchError::Other(err),
         })
     }
-}
-
-fn unsafe_zeroed_sigset() -> libc::sigset_t {
-    // SAFETY: sigset_t is plain data; all zeroes is a valid (empty) value.
-    unsafe { std::mem::zeroed() }
 }
 
 fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
