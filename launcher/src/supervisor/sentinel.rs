@@ -15,6 +15,10 @@
 //! pipe, and the signal mask it inherits blocks the signals rank-launch handles, so a
 //! step-wide `SIGTERM` leaves it be. The shared memory outlives rank-launch for as long as the
 //! sentinel needs it.
+//!
+//! The price of sharing: the kernel's OOM killer ends every process of an address space at
+//! once, so if it ever picked rank-launch (about 2 MB beside tasks of gigabytes), the sentinel
+//! would go too and only the parent-death signal would reach the direct children.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
