@@ -33,6 +33,13 @@ pub(super) const REGISTER: u8 = b'+';
 const FORGET: u8 = b'-';
 const DISMISS: u8 = b'.';
 
+/// One record as written to the pipe: five bytes, so a `write` of it is atomic. Allocation-free:
+/// the spawn path's child calls it between clone and exec.
+pub(super) fn record(tag: u8, value: i32) -> [u8; 5] {
+    let v = value.to_le_bytes();
+    [tag, v[0], v[1], v[2], v[3]]
+}
+
 /// Groups the sentinel can hold at once; rank-launch has a handful of children.
 pub(super) const MAX_GROUPS: usize = 1024;
 
@@ -82,11 +89,8 @@ impl Sentinel {
     }
 
     fn send(&self, tag: u8, value: i32) {
-        let mut record = [0u8; 5];
-        record[0] = tag;
-        record[1..].copy_from_slice(&value.to_le_bytes());
         // Five bytes to a pipe are written whole or not at all.
-        if nix::unistd::write(&self.pipe, &record).is_err() {
+        if nix::unistd::write(&self.pipe, &record(tag, value)).is_err() {
             tracing::warn!(
                 "the sentinel is gone; a SIGKILL of rank-launch could now leave grandchildren behind"
             );
@@ -119,10 +123,10 @@ extern "C" fn sentinel_main(arg: *mut libc::c_void) -> libc::c_int {
         let mut groups = [0 as libc::pid_t; MAX_GROUPS];
         let mut count = 0;
         let mut dismissed = false;
-        let mut record = [0u8; 5];
-        while read_full(PIPE_FD, &mut record) {
-            let value = i32::from_le_bytes([record[1], record[2], record[3], record[4]]);
-            match record[0] {
+        let mut buf = [0u8; 5];
+        while read_full(PIPE_FD, &mut buf) {
+            let value = i32::from_le_bytes([buf[1], buf[2], buf[3], buf[4]]);
+            match buf[0] {
                 REGISTER if count < MAX_GROUPS => {
                     groups[count] = value;
                     count += 1;

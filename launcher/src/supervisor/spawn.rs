@@ -304,8 +304,7 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         }
         if c.sentinel >= 0 {
             // A 5-byte write to a pipe is atomic; setpgid(0, 0) ran, so the group id is our pid.
-            let mut record = [super::sentinel::REGISTER, 0, 0, 0, 0];
-            record[1..].copy_from_slice(&libc::getpid().to_le_bytes());
+            let record = super::sentinel::record(super::sentinel::REGISTER, libc::getpid());
             libc::write(c.sentinel, record.as_ptr().cast(), record.len());
         }
         for (target, &fd) in c.stdio.iter().enumerate() {
