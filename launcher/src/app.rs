@@ -1,25 +1,32 @@
-//! The binary edge: arguments, environment, logging, and the exit code.
+//! The binary edge: arguments, environment, logging, the file-system checks the plan cannot
+//! make, the summary JSON, and the exit code.
 //!
-//! Everything the pure modules need is read here, once: the process environment goes into an
-//! [`EnvMap`] for detection and an [`EnvList`] for the children. `main_impl` is the only place
-//! that decides the process's exit code.
+//! Order matters: the plan ([`crate::plan::plan`], pure) is made first, so bad input exits 2
+//! before anything is set up; then the few checks that need the file system; then supervision
+//! ([`Supervisor::new`]: signals, subreaper, sentinel) and the run. `main_impl` is the only
+//! place that decides the process's exit code, and it flushes rank-launch's queued output,
+//! bounded, before returning.
 
 use std::ffi::OsString;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
-use crate::childenv::{self, EnvList, JOB_ID_VAR};
-use crate::command::Command;
+use crate::childenv::EnvList;
 use crate::exit::LaunchExit;
 use crate::logging;
+use crate::plan::{self, Options, Plan, PlanError};
 use crate::rank::{self, EnvMap, RankInfo};
-use crate::role::{self, ROLE_VAR, Role};
-use crate::run::{self, Install, Mode, Plan};
+use crate::role::ROLE_VAR;
+use crate::run;
+use crate::stream::{self, Stream};
 use crate::supervisor::Supervisor;
+use crate::workspace;
+
+/// Most time spent at exit writing what is still queued for stdout and stderr.
+const FINAL_FLUSH: Duration = Duration::from_millis(500);
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -29,7 +36,20 @@ Examples:
   rank-launch whoami --json                                 what rank this process is
 
 Exit codes: the child's code; 128+n when it died of signal n; 126 not executable; 127 not
-found; 2 bad input; 72 install failed; 73 MPI leader ended before the task; 74 setup failed.";
+found; 2 bad input; 72 install failed; 74 rank-launch failed (setup, or a child that did not
+die after SIGKILL). MPI rank 0 (upstream trtllm-llmapi-launch's rules): the task's code; 124
+when the task succeeded but the leader did not stop within the stop timeout; the stop
+command's code when it failed; when the leader ends first, the task's own non-zero code if it
+ends on its own, else the leader's code, else 1.
+
+Upstream's variables on the MPI path (rank-launch's own options win):
+  TLLM_LLMAPI_LAUNCH_STOP_TIMEOUT        seconds the leader may take to stop after the task (120)
+  TLLM_LLMAPI_LAUNCH_TERM_GRACE_SECONDS  TERM to KILL (5)
+  TLLM_MGMN_SHUTDOWN_GRACE_SECONDS       the leader's own shutdown budget (passed through)
+  TLLM_SPAWN_PROXY_PROCESS_IPC_ADDR      a preset tcp:// or ipc:// proxy address, used as it is
+  TLLM_SPAWN_PROXY_PROCESS_IPC_PORT      the loopback port to bind otherwise
+  FLASHINFER_WORKSPACE_BASE              kept when set; else every rank gets its own slot
+  TRTLLM_FLASHINFER_WORKSPACE_PER_PROCESS=0  no per-rank FlashInfer workspace";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -43,7 +63,7 @@ struct Cli {
     #[command(subcommand)]
     sub: Option<Sub>,
     #[command(flatten)]
-    run: RunArgs,
+    run: Options,
     /// The command; without it, `$pytestCommand` runs under `bash -c`.
     #[arg(last = true, value_name = "CMD")]
     command: Vec<OsString>,
@@ -60,94 +80,11 @@ enum Sub {
     /// Run CMD on the MPI worker path whatever the role (what `trtllm-llmapi-launch` does).
     Mpi {
         #[command(flatten)]
-        run: Box<RunArgs>,
+        run: Box<Options>,
         #[arg(last = true, value_name = "CMD")]
         command: Vec<OsString>,
     },
 }
-
-#[derive(Args, Debug, Clone)]
-struct RunArgs {
-    /// Prefix each line the children print with the rank (`srun --label` style).
-    #[arg(long, env = "RANK_LAUNCH_LABEL")]
-    label: bool,
-    /// Append the children's output to this file instead of rank-launch's stdout/stderr
-    /// (`%r` rank, `%R` role, `%h` host); with `--label`, lines are prefixed there too.
-    #[arg(long, value_name = "PATH", env = "RANK_LAUNCH_LOG_FILE")]
-    log_file: Option<PathBuf>,
-    /// Write this rank's result as JSON; `%r` becomes the rank, `%R` the role, `%h` the host.
-    #[arg(long, value_name = "PATH", env = "RANK_LAUNCH_SUMMARY_JSON")]
-    summary_json: Option<PathBuf>,
-    /// TERM→KILL grace period for the children, e.g. `10`, `2.5s`, `500ms`.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration, env = "RANK_LAUNCH_GRACE_PERIOD")]
-    grace_period: Duration,
-    /// Shell command local rank 0 of each node runs once per job and role before the task.
-    #[arg(long, value_name = "CMD", env = "RANK_LAUNCH_INSTALL_CMD")]
-    install_cmd: Option<String>,
-    /// How long the install may take, for the installer and the ranks waiting for it.
-    #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = parse_duration, env = "RANK_LAUNCH_INSTALL_TIMEOUT")]
-    install_timeout: Duration,
-    /// Node-local directory for the install gate (default: `$TMPDIR` or `/tmp`).
-    #[arg(long, value_name = "DIR", env = "RANK_LAUNCH_INSTALL_DIR")]
-    install_dir: Option<PathBuf>,
-    /// MPI leader command run beside the task on rank 0 (a shell string).
-    #[arg(
-        long,
-        value_name = "CMD",
-        env = "RANK_LAUNCH_LEADER_CMD",
-        default_value = "python3 -m tensorrt_llm.llmapi.mgmn_leader_node"
-    )]
-    leader_cmd: String,
-    /// MPI worker command run on every other rank (a shell string).
-    #[arg(
-        long,
-        value_name = "CMD",
-        env = "RANK_LAUNCH_WORKER_CMD",
-        default_value = "python3 -m tensorrt_llm.llmapi.mgmn_worker_node"
-    )]
-    worker_cmd: String,
-    /// Command that asks the leader to stop once the task ended (a shell string).
-    #[arg(
-        long,
-        value_name = "CMD",
-        env = "RANK_LAUNCH_LEADER_STOP_CMD",
-        default_value = "python3 -m tensorrt_llm.llmapi.mgmn_leader_node --action stop"
-    )]
-    leader_stop_cmd: String,
-    /// Time the leader gets to stop after the stop command before SIGTERM (SIGKILL 1 s later).
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration, env = "RANK_LAUNCH_LEADER_STOP_TIMEOUT")]
-    leader_stop_timeout: Duration,
-    /// Working directory of the children.
-    #[arg(long, value_name = "DIR")]
-    chdir: Option<PathBuf>,
-    /// Directory to prepend to the children's `LD_LIBRARY_PATH` (repeatable; idempotent).
-    #[arg(long, value_name = "DIR")]
-    prepend_ld_library_path: Vec<OsString>,
-}
-
-/// `10`, `10s`, `2.5s`, `500ms`, `30m`.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("`{text}`: expected a duration like `10`, `2.5s`, `500ms` or `30m`");
-    let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = text.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = text.strip_suffix('m') {
-        (n, 60.0)
-    } else {
-        (text, 1.0)
-    };
-    let value: f64 = number.parse().map_err(|_| bad())?;
-    if !value.is_finite() || value < 0.0 || value * scale > 1e9 {
-        return Err(bad());
-    }
-    Ok(Duration::from_secs_f64(value * scale))
-}
-
-/// A bad-input error: exit code 2.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct BadInput(String);
 
 fn host_name() -> String {
     nix::unistd::gethostname()
@@ -156,24 +93,15 @@ fn host_name() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// The job this rank belongs to, for job-scoped paths.
-fn job_key(env: &EnvMap) -> String {
-    for var in [
-        "SLURM_JOB_ID",
-        "PMIX_NAMESPACE",
-        "OMPI_MCA_ess_base_jobid",
-        "PMI_JOBID",
-    ] {
-        if let Some(value) = env.get(var).filter(|v| !v.is_empty()) {
-            return value.clone();
-        }
-    }
-    // Ranks started by one local launcher share its pid.
-    format!("ppid{}", nix::unistd::getppid())
-}
-
 /// Entry point of the binary; returns the process exit code.
 pub fn main_impl() -> u8 {
+    let code = real_main();
+    // What nobody reads within the bound is lost: there is no one left to tell.
+    stream::flush(Instant::now() + FINAL_FLUSH);
+    code
+}
+
+fn real_main() -> u8 {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) if err.use_stderr() => {
@@ -185,11 +113,7 @@ pub fn main_impl() -> u8 {
         }
         Err(err) => {
             let _ = err.print();
-            return if err.use_stderr() {
-                LaunchExit::BAD_INPUT
-            } else {
-                0
-            };
+            return 0;
         }
     };
     let env_list: EnvList = std::env::vars_os().collect();
@@ -206,8 +130,8 @@ pub fn main_impl() -> u8 {
 
     match cli.sub {
         Some(Sub::Whoami { json }) => whoami(&env_map, json),
-        Some(Sub::Mpi { run, command }) => launch(*run, command, true, env_list, &env_map),
-        None => launch(cli.run, cli.command, false, env_list, &env_map),
+        Some(Sub::Mpi { run, command }) => launch(&run, command, true, env_list, &env_map),
+        None => launch(&cli.run, cli.command, false, env_list, &env_map),
     }
 }
 
@@ -215,7 +139,7 @@ fn whoami(env: &EnvMap, json: bool) -> u8 {
     let info = match rank::detect(env) {
         Ok(info) => info,
         Err(err) => {
-            eprintln!("error: {err}");
+            tracing::error!("{err}");
             return LaunchExit::BAD_INPUT;
         }
     };
@@ -233,7 +157,7 @@ fn whoami(env: &EnvMap, json: bool) -> u8 {
     } else {
         whoami_table(&info)
     };
-    match std::io::stdout().lock().write_all(text.as_bytes()) {
+    match stream::write_now(Stream::Stdout, text.as_bytes()) {
         Ok(()) => 0,
         Err(_) => LaunchExit::SETUP_FAILED,
     }
@@ -262,13 +186,71 @@ fn whoami_table(info: &RankInfo) -> String {
 }
 
 fn launch(
-    args: RunArgs,
+    opts: &Options,
     command: Vec<OsString>,
     force_mpi: bool,
     env_list: EnvList,
     env_map: &EnvMap,
 ) -> u8 {
-    // The supervisor forks the sentinel: do it before anything could start a thread.
+    let host = host_name();
+    let raw_role = env_map
+        .get(ROLE_VAR)
+        .map_or_else(|| "-".to_string(), |r| r.escape_debug().to_string());
+    logging::set_identity("?", &raw_role, &host);
+    let cwd = std::env::current_dir().unwrap_or_else(|_| "/".into());
+    let default_tmp = std::env::temp_dir();
+    let cx = plan::Context {
+        host: &host,
+        cwd: &cwd,
+        ppid: nix::unistd::getppid().as_raw(),
+        default_tmp: &default_tmp,
+    };
+    let plan = match plan::plan(opts, command, force_mpi, env_list, env_map, &cx) {
+        Ok(plan) => plan,
+        Err(err) => {
+            tracing::error!("{err}");
+            return match err {
+                PlanError::BadInput(_) | PlanError::Rank(_) => LaunchExit::BAD_INPUT,
+            };
+        }
+    };
+    let role_text = plan.role.map_or_else(|| "-".to_string(), |r| r.to_string());
+    logging::set_identity(&plan.info.rank.to_string(), &role_text, &host);
+    for warning in &plan.warnings {
+        tracing::warn!("{warning}");
+    }
+    if let Some(dir) = &plan.cwd {
+        if !dir.is_dir() {
+            tracing::error!(
+                "`--chdir {}`: expected an existing directory",
+                dir.display()
+            );
+            return LaunchExit::BAD_INPUT;
+        }
+    }
+    if let Some(path) = &plan.log_file {
+        if let Err(err) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            tracing::error!("failed to open the log file `{}`: {err}", path.display());
+            return LaunchExit::SETUP_FAILED;
+        }
+    }
+    // Held until the run is over: the slot's lock, or the temporary directory.
+    let workspace = plan.flashinfer.as_ref().and_then(|base| {
+        match workspace::claim(base, plan.info.rank) {
+            Ok(ws) => {
+                tracing::debug!(dir = %ws.dir.display(), "FlashInfer workspace");
+                Some(ws)
+            }
+            Err(err) => {
+                tracing::warn!(%err, "no FlashInfer workspace of this rank's own; leaving FLASHINFER_WORKSPACE_BASE unset");
+                None
+            }
+        }
+    });
     let mut sup = match Supervisor::new() {
         Ok(sup) => sup,
         Err(err) => {
@@ -276,47 +258,28 @@ fn launch(
             return LaunchExit::SETUP_FAILED;
         }
     };
-    let host = host_name();
-    let raw_role = env_map
-        .get(ROLE_VAR)
-        .map_or_else(|| "-".to_string(), |r| r.escape_debug().to_string());
-    logging::set_identity("?", &raw_role, &host);
-    let prepared = prepare(&args, command, force_mpi, env_list, env_map, &host);
-    let (plan, info, role) = match prepared {
-        Ok(p) => p,
-        Err(err) => {
-            let code = if err.downcast_ref::<BadInput>().is_some()
-                || err.downcast_ref::<rank::RankEnvError>().is_some()
-            {
-                LaunchExit::BAD_INPUT
-            } else {
-                LaunchExit::SETUP_FAILED
-            };
-            tracing::error!("{err:#}");
-            sup.finish();
-            return code;
-        }
-    };
-    let role_text = role.map_or_else(|| "-".to_string(), |r| r.to_string());
-    logging::set_identity(&info.rank.to_string(), &role_text, &host);
     tracing::info!(
-        source = info.source.as_str(),
-        world_size = info.world_size,
-        local_rank = info.local_rank,
+        source = plan.info.source.as_str(),
+        world_size = plan.info.world_size,
+        local_rank = plan.info.local_rank,
         mode = ?plan.mode,
         "starting"
     );
-    let started = std::time::Instant::now();
-    let outcome = match run::run(&mut sup, &plan) {
+    let started = Instant::now();
+    let fi = workspace
+        .as_ref()
+        .map(|ws| ws.dir.as_os_str().to_os_string());
+    let outcome = match run::run(&mut sup, &plan, fi) {
         Ok(outcome) => outcome,
         Err(err) => {
             tracing::error!("{:#}", anyhow::Error::from(err));
-            sup.shutdown(plan.grace);
+            sup.sweep(crate::policy::Ending::Idle, plan.grace);
             sup.finish();
             return LaunchExit::SETUP_FAILED;
         }
     };
     sup.finish();
+    drop(workspace);
     if let Some(reason) = &outcome.reason {
         tracing::error!(code = outcome.code, "{reason}");
     }
@@ -325,13 +288,10 @@ fn launch(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "exiting"
     );
-    if let Some(path) = &args.summary_json {
-        let role_name = role.map_or_else(|| "none".to_string(), |r| r.to_string());
-        let path = expand_pattern(path, info.rank, &role_name, &host);
+    if let Some(path) = &plan.summary_json {
         if let Err(err) = write_summary(
-            &path,
-            &info,
-            role,
+            path,
+            &plan,
             &host,
             env_map.get("SLURMD_NODENAME").map(String::as_str),
             &outcome,
@@ -343,184 +303,22 @@ fn launch(
     outcome.code
 }
 
-/// Works out the plan, or explains why the input is wrong.
-fn prepare(
-    args: &RunArgs,
-    command: Vec<OsString>,
-    force_mpi: bool,
-    mut env: EnvList,
-    env_map: &EnvMap,
-    host: &str,
-) -> anyhow::Result<(Plan, RankInfo, Option<Role>)> {
-    let info = rank::detect(env_map)?;
-    let role = role::parse(env_map.get(ROLE_VAR).map(String::as_str))
-        .map_err(|e| BadInput(e.to_string()))?;
-    let mpi_path = force_mpi || role.is_some_and(Role::is_mpi_worker);
-    let mode = match (mpi_path, info.rank) {
-        (false, _) => Mode::Single,
-        (true, 0) => Mode::MpiRank0,
-        (true, _) => Mode::MpiWorker,
-    };
-    let command = if command.is_empty() {
-        match env_map.get("pytestCommand") {
-            Some(script) if !script.trim().is_empty() => Command::Shell(script.clone()),
-            _ if mode == Mode::MpiWorker => Command::Argv(Vec::new()),
-            _ => {
-                return Err(BadInput(
-                    "no command: give one after `--` or set `pytestCommand` to a shell command"
-                        .into(),
-                )
-                .into());
-            }
-        }
-    } else {
-        Command::Argv(command)
-    }
-    .without_llmapi_launch();
-    if command.is_empty() && mode != Mode::MpiWorker {
-        return Err(
-            BadInput("the command is empty once `trtllm-llmapi-launch` is removed".into()).into(),
-        );
-    }
-    let ipc_port = match env_map.get(run::IPC_PORT_VAR) {
-        None => None,
-        Some(text) => Some(text.parse::<u16>().map_err(|_| {
-            BadInput(format!(
-                "`{}` is `{}`: expected a TCP port number (0-65535)",
-                run::IPC_PORT_VAR,
-                text.escape_debug()
-            ))
-        })?),
-    };
-
-    for (name, value) in childenv::rank_exports(&info) {
-        childenv::set(&mut env, name, value);
-    }
-    if mpi_path {
-        childenv::set(&mut env, run::SPAWN_PROXY_VAR, "1");
-    }
-    let job = job_key(env_map);
-    childenv::set(&mut env, JOB_ID_VAR, job.clone());
-    if !args.prepend_ld_library_path.is_empty() {
-        let value = childenv::prepend_paths(
-            childenv::get(&env, "LD_LIBRARY_PATH"),
-            &args.prepend_ld_library_path,
-        );
-        childenv::set(&mut env, "LD_LIBRARY_PATH", value);
-    }
-    if let Some(dir) = &args.chdir {
-        if !dir.is_dir() {
-            return Err(BadInput(format!(
-                "`--chdir {}`: expected an existing directory",
-                dir.display()
-            ))
-            .into());
-        }
-    }
-    let install = match &args.install_cmd {
-        None => None,
-        Some(cmd) => {
-            let root = args
-                .install_dir
-                .clone()
-                .or_else(|| env_map.get("TMPDIR").map(PathBuf::from))
-                .unwrap_or_else(|| PathBuf::from("/tmp"));
-            let root = if root.is_absolute() {
-                root
-            } else {
-                std::env::current_dir()
-                    .context("failed to read the current directory")?
-                    .join(root)
-            };
-            let role_key = role.map_or_else(|| "none".to_string(), |r| r.to_string());
-            Some(Install {
-                command: cmd.clone(),
-                dir: crate::gate::gate_dir(&root, &job, host, &role_key),
-                timeout: args.install_timeout,
-                installer: info.local_rank == 0,
-            })
-        }
-    };
-    let log_file = match &args.log_file {
-        None => None,
-        Some(pattern) => {
-            let role_name = role.map_or_else(|| "none".to_string(), |r| r.to_string());
-            let path = expand_pattern(pattern, info.rank, &role_name, host);
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .with_context(|| format!("failed to open the log file `{}`", path.display()))?;
-            Some(path)
-        }
-    };
-    let scrub = match (mode, role) {
-        (Mode::MpiRank0, _) => childenv::TASK_SCRUB_PREFIXES,
-        (Mode::Single, Some(Role::DisaggServer | Role::Benchmark)) => {
-            childenv::SINGLE_SCRUB_PREFIXES
-        }
-        _ => &[],
-    };
-    let plan = Plan {
-        mode,
-        command,
-        leader_cmd: args.leader_cmd.clone(),
-        worker_cmd: args.worker_cmd.clone(),
-        leader_stop_cmd: args.leader_stop_cmd.clone(),
-        leader_stop_timeout: args.leader_stop_timeout,
-        grace: args.grace_period,
-        label: args.label.then(|| format!("{}: ", info.rank)),
-        log_file,
-        install,
-        cwd: args.chdir.clone(),
-        env,
-        scrub,
-        ipc_port,
-    };
-    Ok((plan, info, role))
-}
-
 /// Microseconds since the Unix epoch.
 fn unix_us(at: std::time::SystemTime) -> u64 {
     at.duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
-/// `%r` → rank, `%R` → role (`none` without one), `%h` → host, `%%` → `%`.
-fn expand_pattern(path: &Path, rank: u32, role: &str, host: &str) -> PathBuf {
-    let text = path.to_string_lossy();
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c != '%' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('r') => out.push_str(&rank.to_string()),
-            Some('R') => out.push_str(role),
-            Some('h') => out.push_str(host),
-            Some('%') => out.push('%'),
-            Some(other) => {
-                out.push('%');
-                out.push(other);
-            }
-            None => out.push('%'),
-        }
-    }
-    PathBuf::from(out)
-}
-
 fn write_summary(
     path: &Path,
-    info: &RankInfo,
-    role: Option<Role>,
+    plan: &Plan,
     host: &str,
     slurm_node: Option<&str>,
     outcome: &run::Outcome,
     elapsed: Duration,
 ) -> anyhow::Result<()> {
     use crate::exit::ChildEnd;
+    let info = &plan.info;
     let end_fields = |end: Option<ChildEnd>| match end {
         Some(ChildEnd::Exited(code)) => (serde_json::json!(code), serde_json::Value::Null),
         Some(ChildEnd::Signaled(signal)) => (serde_json::Value::Null, serde_json::json!(signal)),
@@ -546,7 +344,7 @@ fn write_summary(
         "world_size": info.world_size,
         "node_rank": info.node_rank,
         "source": info.source.as_str(),
-        "role": role.map(|r| r.to_string()),
+        "role": plan.role.map(|r| r.to_string()),
         "host": host,
         "slurm_node": slurm_node,
         "command": outcome.argv.iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>(),
@@ -554,6 +352,7 @@ fn write_summary(
         "child_exit_code": child_code,
         "child_signal": child_signal,
         "reason": outcome.reason,
+        "left_behind": outcome.left_behind,
         "duration_ms": elapsed.as_millis() as u64,
         "gate_released_unix_us": outcome.gate_released_at.map(unix_us),
         "children": children,
@@ -570,39 +369,6 @@ fn write_summary(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        let ok = [
-            ("10", 10.0),
-            ("2.5s", 2.5),
-            ("500ms", 0.5),
-            ("30m", 1800.0),
-            ("0", 0.0),
-        ];
-        for (text, secs) in ok {
-            assert_eq!(
-                parse_duration(text),
-                Ok(Duration::from_secs_f64(secs)),
-                "{text}"
-            );
-        }
-        for bad in ["", "s", "-1", "1h", "nan", "inf", "1e300"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn patterns() {
-        let p = |t: &str| {
-            expand_pattern(Path::new(t), 3, "GEN_0", "n1")
-                .to_string_lossy()
-                .into_owned()
-        };
-        assert_eq!(p("/x/summary.%R.%r.%h.json"), "/x/summary.GEN_0.3.n1.json");
-        assert_eq!(p("a%%r%"), "a%r%");
-        assert_eq!(p("%q"), "%q");
-    }
 
     #[test]
     fn cli_is_well_formed() {

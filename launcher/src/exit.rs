@@ -37,10 +37,13 @@ impl LaunchExit {
     pub const BAD_INPUT: u8 = 2;
     /// The per-node install command failed or timed out (also on the ranks that waited for it).
     pub const INSTALL_FAILED: u8 = 72;
-    /// The MPI leader ended before the task on rank 0.
-    pub const LEADER_DIED: u8 = 73;
-    /// Setup failed outside the user's control (IPC port taken, fork failed, I/O error).
+    /// rank-launch could not do its job: setup failed outside the user's control (IPC port
+    /// taken, no process could be started, an I/O error), or a child did not die after
+    /// `SIGKILL` and was left behind.
     pub const SETUP_FAILED: u8 = 74;
+    /// MPI rank 0: the task succeeded but the leader did not stop within the stop timeout
+    /// (upstream `trtllm-llmapi-launch`'s code, the one `timeout(1)` uses).
+    pub const SHUTDOWN_OVERRAN: u8 = 124;
     /// The command exists but cannot be executed.
     pub const NOT_EXECUTABLE: u8 = 126;
     /// The command does not exist.

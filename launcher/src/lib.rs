@@ -1,9 +1,10 @@
 //! rank-launch: the per-rank runtime of a disaggregated LLM-serving job.
 //!
 //! Pure modules (no I/O, no processes, table-tested): [`rank`], [`role`], [`command`],
-//! [`childenv`], [`exit`]. Process work lives in [`supervisor`] (spawn, signal, reap) and
-//! [`gate`] (the install gate); [`run`] decides what to run and when; [`app`] is the binary
-//! edge that reads the environment and arguments.
+//! [`childenv`], [`exit`], [`plan`], [`policy`]. Process work lives in [`supervisor`] (spawn,
+//! signal, reap), [`gate`] (the install gate) and [`workspace`] (the FlashInfer slot); [`run`]
+//! feeds the policies the supervisor's events and carries out their orders; [`stream`] writes
+//! rank-launch's own output without blocking; [`app`] is the binary edge.
 
 pub mod app;
 pub mod childenv;
@@ -11,7 +12,11 @@ pub mod command;
 pub mod exit;
 pub mod gate;
 pub mod logging;
+pub mod plan;
+pub mod policy;
 pub mod rank;
 pub mod role;
 pub mod run;
+pub mod stream;
 pub mod supervisor;
+pub mod workspace;

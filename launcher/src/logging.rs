@@ -5,6 +5,10 @@
 //! The identity is set once the rank is known; lines before that say `rank=?`. The filter comes
 //! from `RANK_LAUNCH_LOG` (`RUST_LOG` syntax), default `info`. Nothing here ever formats the
 //! environment: secrets live there.
+//!
+//! Lines are not written here: each goes whole into stderr's queue ([`crate::stream`]), which
+//! the supervisor writes when stderr can take it, so a log line never blocks signal handling;
+//! the binary's edge flushes what is left, bounded, at exit.
 
 use std::fmt;
 use std::sync::RwLock;
@@ -12,6 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::{Event, Subscriber};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
@@ -65,6 +70,39 @@ where
     }
 }
 
+/// Collects one formatted event and queues it whole when dropped.
+#[derive(Default)]
+pub struct LineWriter(Vec<u8>);
+
+impl std::io::Write for LineWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LineWriter {
+    fn drop(&mut self) {
+        if !self.0.is_empty() {
+            crate::stream::push_log(&self.0);
+        }
+    }
+}
+
+struct Queued;
+
+impl<'a> MakeWriter<'a> for Queued {
+    type Writer = LineWriter;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        LineWriter::default()
+    }
+}
+
 /// Installs the subscriber. Bad filter text falls back to `info` with a warning.
 pub fn init(filter: Option<&str>) {
     let (filter, bad) = match filter {
@@ -76,7 +114,7 @@ pub fn init(filter: Option<&str>) {
     };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(Queued)
         .event_format(Format)
         .try_init();
     if let Some(text) = bad {

@@ -1,81 +1,24 @@
-//! What a rank runs and how its end becomes an exit code: the three modes.
+//! What a rank runs, carried out: the install gate, then one of the three modes.
 //!
 //! - **single**: one supervised process (no role, `DISAGG_SERVER`, `BENCHMARK`);
-//! - **MPI rank 0**: the task (MPI environment stripped) beside the MPI leader (full
-//!   environment); when the task ends, the leader is stopped (stop command, then `SIGTERM`,
-//!   then `SIGKILL`, all bounded) and the rank exits with the task's code; when the leader ends
-//!   first, the task is stopped and the rank exits with [`LaunchExit::LEADER_DIED`];
+//! - **MPI rank 0**: the task beside the MPI leader, the leader's stop command once the task
+//!   ends, upstream's exit-code rules ([`crate::policy::Rank0`]);
 //! - **MPI rank > 0**: one supervised MPI worker.
 //!
-//! Signals are handled the same way in every mode: `SIGTERM`, `SIGINT` and `SIGQUIT` are
-//! forwarded to every child's group and start the grace period, after which the groups get
-//! `SIGKILL` (a second one kills at once); `SIGHUP`, `SIGUSR1` and `SIGUSR2` are forwarded as
-//! notices and change nothing else. This module decides; [`crate::supervisor`] does.
+//! The decisions are the policies' ([`crate::policy`]); this module feeds them the
+//! supervisor's events and carries out their orders. Each child's environment comes from the
+//! table in [`crate::childenv`].
 
 use std::ffi::OsString;
 use std::net::{Ipv4Addr, TcpListener};
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use nix::sys::signal::Signal;
-
-use crate::childenv::{self, EnvList};
-use crate::command::Command;
+use crate::childenv::{self, Additions, Process};
 use crate::exit::{ChildEnd, LaunchExit};
-use crate::gate::{self, GateOutcome};
+use crate::gate::{self, GateOutcome, InstallSpec, WaitSpec};
+use crate::plan::{Ipc, Mode, Plan, Stdin};
+use crate::policy::{Ending, Member, Order, Rank0, Single, Verdict, Why};
 use crate::supervisor::{ChildId, ChildReport, ChildSpec, Event, Output, Supervisor};
-
-/// TensorRT-LLM's proxy variables.
-pub const SPAWN_PROXY_VAR: &str = "TLLM_SPAWN_PROXY_PROCESS";
-pub const IPC_ADDR_VAR: &str = "TLLM_SPAWN_PROXY_PROCESS_IPC_ADDR";
-pub const IPC_PORT_VAR: &str = "TLLM_SPAWN_PROXY_PROCESS_IPC_PORT";
-pub const HMAC_KEY_VAR: &str = "TLLM_SPAWN_PROXY_PROCESS_IPC_HMAC_KEY";
-
-/// TERM→KILL gap for a leader that ignored its stop command.
-const LEADER_KILL_AFTER: Duration = Duration::from_secs(1);
-
-/// How this rank runs its command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    Single,
-    MpiRank0,
-    MpiWorker,
-}
-
-/// The per-node install gate's settings.
-#[derive(Debug, Clone)]
-pub struct Install {
-    pub command: String,
-    pub dir: PathBuf,
-    pub timeout: Duration,
-    /// Local rank 0 installs; the others wait.
-    pub installer: bool,
-}
-
-/// Everything a run needs, decided by the caller.
-#[derive(Debug, Clone)]
-pub struct Plan {
-    pub mode: Mode,
-    /// The task (single or rank 0) or unused (worker).
-    pub command: Command,
-    pub leader_cmd: String,
-    pub worker_cmd: String,
-    pub leader_stop_cmd: String,
-    pub leader_stop_timeout: Duration,
-    pub grace: Duration,
-    /// Prefix for each output line of the children, or `None` to let them write directly.
-    pub label: Option<String>,
-    /// File for the children's output instead of rank-launch's stdout and stderr.
-    pub log_file: Option<PathBuf>,
-    pub install: Option<Install>,
-    pub cwd: Option<PathBuf>,
-    /// The full environment, rank exports included.
-    pub env: EnvList,
-    /// Prefixes stripped from the main child's environment.
-    pub scrub: &'static [&'static str],
-    /// `TLLM_SPAWN_PROXY_PROCESS_IPC_PORT`, when set.
-    pub ipc_port: Option<u16>,
-}
 
 /// How the run ended.
 #[derive(Debug, Clone)]
@@ -90,6 +33,8 @@ pub struct Outcome {
     pub argv: Vec<OsString>,
     /// When the install gate let this rank go, if it had to pass one.
     pub gate_released_at: Option<std::time::SystemTime>,
+    /// Processes survived `SIGKILL` and were left behind.
+    pub left_behind: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -98,7 +43,10 @@ pub enum RunError {
     Gate(#[from] gate::GateError),
     #[error("the supervisor loop failed")]
     Loop(#[from] std::io::Error),
-    #[error("`{IPC_PORT_VAR}`={port}: failed to bind 127.0.0.1:{port} for the proxy IPC address")]
+    #[error(
+        "`{}`={port}: failed to bind 127.0.0.1:{port} for the proxy IPC address",
+        childenv::IPC_PORT_VAR
+    )]
     IpcPort {
         port: u16,
         #[source]
@@ -133,66 +81,71 @@ fn shell(command: &str) -> Vec<OsString> {
     vec!["bash".into(), "-c".into(), command.into()]
 }
 
-/// Runs the plan to its end.
-pub fn run(sup: &mut Supervisor, plan: &Plan) -> Result<Outcome, RunError> {
+/// Runs the plan to its end. `flashinfer` is the rank's claimed workspace on the MPI path.
+pub fn run(
+    sup: &mut Supervisor,
+    plan: &Plan,
+    flashinfer: Option<OsString>,
+) -> Result<Outcome, RunError> {
+    let mut ending = Ending::Idle;
     let mut gate_released_at = None;
     // Held until the run ends: see `gate::wait`.
     let mut gate_watch = None;
     if let Some(install) = &plan.install {
+        let dir = gate::gate_dir(&install.root, &install.key);
         let outcome = if install.installer {
-            gate::install(
-                sup,
-                &install.dir,
-                &install.command,
-                plan.env.clone(),
-                install.timeout,
-            )?
+            let spec = InstallSpec {
+                dir: &dir,
+                command: &install.command,
+                env: childenv::for_process(&plan.env, Process::Install, &Additions::default()),
+                timeout: install.timeout,
+                lock: install.lock,
+                grace: plan.grace,
+            };
+            gate::install(sup, spec, &mut ending)?
         } else {
-            gate::wait(sup, &install.dir, install.timeout, &mut gate_watch)?
+            let spec = WaitSpec {
+                dir: &dir,
+                timeout: install.timeout,
+                start_timeout: install.start_timeout,
+                watch: install.watch,
+                grace: plan.grace,
+            };
+            gate::wait(sup, spec, &mut ending, &mut gate_watch)?
         };
-        match outcome {
+        let verdict = match outcome {
             GateOutcome::Ready => {
                 gate_released_at = Some(std::time::SystemTime::now());
                 gate::yield_to_siblings();
+                None
             }
-            GateOutcome::Failed(reason) => {
-                tracing::error!("{reason}");
-                return Ok(finish(
-                    sup,
-                    plan,
-                    LaunchExit::INSTALL_FAILED,
-                    None,
-                    Some(reason),
-                    Vec::new(),
-                ));
-            }
-            GateOutcome::Interrupted(signal) => {
-                let reason = format!("interrupted by {signal} during the install");
-                return Ok(finish(
-                    sup,
-                    plan,
-                    128 + signal as u8,
-                    None,
-                    Some(reason),
-                    Vec::new(),
-                ));
-            }
+            GateOutcome::Failed(reason) => Some(Verdict {
+                code: LaunchExit::INSTALL_FAILED,
+                reason: Some(reason),
+            }),
+            GateOutcome::Interrupted(signal) => Some(Verdict {
+                code: 128 + signal as u8,
+                reason: Some(format!("interrupted by {signal} during the install")),
+            }),
+        };
+        if let Some(verdict) = verdict {
+            return Ok(finish(sup, plan, ending, verdict, None, Vec::new()));
         }
     }
+    let add = Additions {
+        proxy: None,
+        flashinfer,
+    };
     let outcome = match plan.mode {
         Mode::Single => {
-            let mut env = plan.env.clone();
-            childenv::scrub(&mut env, plan.scrub);
-            run_one(sup, plan, "task", plan.command.argv(), env)
+            let env = childenv::for_process(&plan.env, plan.main, &add);
+            run_one(sup, plan, "task", plan.command.argv(), env, ending)
         }
-        Mode::MpiWorker => run_one(
-            sup,
-            plan,
-            "worker",
-            shell(&plan.worker_cmd),
-            plan.env.clone(),
-        ),
-        Mode::MpiRank0 => run_rank0(sup, plan),
+        Mode::MpiWorker => {
+            let env = childenv::for_process(&plan.env, Process::Worker, &add);
+            run_one(sup, plan, "worker", shell(&plan.worker_cmd), env, ending)
+        }
+        Mode::MpiRank0 => run_rank0(sup, plan, add, ending),
     }?;
     drop(gate_watch);
     Ok(Outcome {
@@ -210,66 +163,45 @@ fn output(plan: &Plan) -> Output {
     }
 }
 
-fn spec(plan: &Plan, name: &'static str, argv: Vec<OsString>, env: EnvList) -> ChildSpec {
+fn spec(plan: &Plan, name: &'static str, argv: Vec<OsString>, env: childenv::EnvList) -> ChildSpec {
     ChildSpec {
         name,
         argv,
         env,
         cwd: plan.cwd.clone(),
         output: output(plan),
-        stdin_null: name != "task",
+        // Only the task reads rank-launch's stdin, and only when the plan says so.
+        stdin_null: name != "task" || plan.task_stdin == Stdin::Null,
     }
 }
 
-/// Where the shutdown started by a termination signal stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Shutdown {
-    /// No termination signal yet.
-    Running,
-    /// The signal was forwarded; every group gets `SIGKILL` at this instant.
-    Grace(Instant),
-    /// Every group got `SIGKILL`; what is left is waited for.
-    Killed,
-}
-
-impl Shutdown {
-    fn deadline(self) -> Option<Instant> {
-        match self {
-            Shutdown::Grace(at) => Some(at),
-            Shutdown::Running | Shutdown::Killed => None,
-        }
-    }
-
-    /// At the grace deadline: `SIGKILL` to every group.
-    fn on_deadline(&mut self, sup: &Supervisor, now: Instant) {
-        if matches!(*self, Shutdown::Grace(at) if now >= at) {
-            tracing::warn!("grace period over; killing every child");
-            sup.signal_all(Signal::SIGKILL);
-            *self = Shutdown::Killed;
-        }
-    }
-
-    /// Handles a signal the same way in every mode: a first termination signal is forwarded
-    /// and starts the grace period, a second one kills at once; the others are notices.
-    fn on_signal(&mut self, sup: &Supervisor, signal: Signal, grace: Duration) {
-        match signal {
-            Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT => {
-                if *self == Shutdown::Running {
-                    tracing::info!(signal = %signal, grace_ms = grace.as_millis() as u64, "forwarding to every child");
-                    sup.signal_all(signal);
-                    *self = Shutdown::Grace(Instant::now() + grace);
-                } else {
-                    tracing::warn!(signal = %signal, "second termination signal; killing every child now");
-                    sup.signal_all(Signal::SIGKILL);
-                    *self = Shutdown::Killed;
-                }
+/// Logs an order with its reason, then carries it out.
+fn carry_out(sup: &mut Supervisor, plan: &Plan, order: Order) {
+    if let Order::SignalAll { signal, why } = order {
+        let grace_ms = plan.grace.as_millis() as u64;
+        let stop_s = plan.stop_timeout.as_secs_f64();
+        match why {
+            Why::Forwarded => {
+                tracing::info!(signal = %signal, grace_ms, "forwarding to every child")
             }
-            other => {
-                tracing::info!(signal = %other, "forwarding as a notice");
-                sup.signal_all(other);
+            Why::Notice => tracing::info!(signal = %signal, "forwarding as a notice"),
+            Why::SecondSignal => {
+                tracing::warn!("second termination signal; killing every child now")
             }
+            Why::GraceOver => tracing::warn!("grace period over; killing every child"),
+            Why::StopOverran => tracing::warn!(
+                "MPI leader shutdown exceeded {stop_s}s after the task's end; terminating it"
+            ),
+            Why::StopHelperFailed => {
+                tracing::warn!("the leader's stop command failed; terminating the MPI leader")
+            }
+            Why::TaskOverran => tracing::warn!(
+                "the task did not end within {stop_s}s of the MPI leader's end; terminating it"
+            ),
+            Why::Leftovers => tracing::debug!("ending what is left of the children"),
         }
     }
+    sup.carry_out(order);
 }
 
 /// One main child: single roles and MPI workers.
@@ -278,225 +210,185 @@ fn run_one(
     plan: &Plan,
     name: &'static str,
     argv: Vec<OsString>,
-    env: EnvList,
+    env: childenv::EnvList,
+    ending: Ending,
 ) -> Result<Outcome, RunError> {
     let id = match sup.spawn(spec(plan, name, argv.clone(), env)) {
         Ok(id) => id,
         Err(err) => {
-            tracing::error!("failed to start the {name}: {err}");
-            return Ok(finish(
-                sup,
-                plan,
-                err.exit_code(),
-                None,
-                Some(err.to_string()),
-                argv,
-            ));
+            let verdict = Verdict {
+                code: err.exit_code(),
+                reason: Some(format!("failed to start the {name}: {err}")),
+            };
+            return Ok(finish(sup, plan, ending, verdict, None, argv));
         }
     };
     tracing::info!(child = name, pid = sup.pid(id), "started");
-    let mut shutdown = Shutdown::Running;
-    let end = loop {
-        match sup.next_event(shutdown.deadline(), None)? {
-            Event::Exited(done, end) if done == id => break end,
-            Event::Signal(signal) => shutdown.on_signal(sup, signal, plan.grace),
-            Event::Deadline => shutdown.on_deadline(sup, Instant::now()),
+    let mut m = Single::new(plan.grace);
+    m.ending = ending;
+    let mut end = None;
+    let verdict = loop {
+        if let Some(v) = m.verdict(name) {
+            break v;
+        }
+        match sup.next_event(m.deadline(), None)? {
+            Event::Exited(done, e) if done == id => {
+                tracing::info!(child = name, code = e.code(), end = ?e, "ended");
+                end = Some(e);
+                m.on_ended(e);
+            }
+            Event::Signal(signal) => {
+                let order = m.on_signal(signal, Instant::now());
+                carry_out(sup, plan, order);
+            }
+            Event::Deadline => {
+                if let Some(order) = m.on_tick(Instant::now()) {
+                    carry_out(sup, plan, order);
+                }
+            }
             _ => {}
         }
     };
-    tracing::info!(child = name, code = end.code(), ?end, "ended");
-    Ok(finish(sup, plan, end.code(), Some(end), None, argv))
+    Ok(finish(sup, plan, m.ending, verdict, end, argv))
 }
 
 /// Rank 0 of an MPI worker step: the task beside the leader.
-fn run_rank0(sup: &mut Supervisor, plan: &Plan) -> Result<Outcome, RunError> {
-    let port = choose_ipc_port(plan.ipc_port)?;
-    let key = new_hmac_key()?;
-    let mut leader_env = plan.env.clone();
-    childenv::set(
-        &mut leader_env,
-        IPC_ADDR_VAR,
-        format!("tcp://127.0.0.1:{port}"),
-    );
-    childenv::set(&mut leader_env, HMAC_KEY_VAR, key);
-    let mut task_env = leader_env.clone();
-    childenv::scrub(&mut task_env, plan.scrub);
-    tracing::info!(ipc = %format!("tcp://127.0.0.1:{port}"), "proxy IPC address chosen");
-
+fn run_rank0(
+    sup: &mut Supervisor,
+    plan: &Plan,
+    mut add: Additions,
+    ending: Ending,
+) -> Result<Outcome, RunError> {
+    let addr = match &plan.ipc {
+        Ipc::Preset(addr) => addr.clone(),
+        Ipc::Loopback(port) => format!("tcp://127.0.0.1:{}", choose_ipc_port(*port)?),
+    };
+    tracing::info!(ipc = %addr, preset = matches!(plan.ipc, Ipc::Preset(_)), "proxy IPC address");
+    add.proxy = Some((addr, new_hmac_key()?));
     let task_argv = plan.command.argv();
-    let leader = match sup.spawn(spec(
+    let leader_spec = spec(
         plan,
         "leader",
         shell(&plan.leader_cmd),
-        leader_env.clone(),
-    )) {
+        childenv::for_process(&plan.env, Process::Leader, &add),
+    );
+    let leader = match sup.spawn(leader_spec) {
         Ok(id) => id,
         Err(err) => {
-            tracing::error!("failed to start the MPI leader: {err}");
-            return Ok(finish(
-                sup,
-                plan,
-                err.exit_code(),
-                None,
-                Some(format!("MPI leader: {err}")),
-                task_argv,
-            ));
+            let verdict = Verdict {
+                code: err.exit_code(),
+                reason: Some(format!("failed to start the MPI leader: {err}")),
+            };
+            return Ok(finish(sup, plan, ending, verdict, None, task_argv));
         }
     };
     tracing::info!(child = "leader", pid = sup.pid(leader), "started");
-    let task = match sup.spawn(spec(plan, "task", task_argv.clone(), task_env)) {
+    let task_spec = spec(
+        plan,
+        "task",
+        task_argv.clone(),
+        childenv::for_process(&plan.env, Process::Task, &add),
+    );
+    let task = match sup.spawn(task_spec) {
         Ok(id) => id,
         Err(err) => {
-            tracing::error!("failed to start the task: {err}");
-            stop_leader_now(sup, leader, plan.leader_stop_timeout);
-            return Ok(finish(
-                sup,
-                plan,
-                err.exit_code(),
-                None,
-                Some(err.to_string()),
-                task_argv,
-            ));
+            let verdict = Verdict {
+                code: err.exit_code(),
+                reason: Some(format!("failed to start the task: {err}")),
+            };
+            // The leader is ended by the sweep (TERM, grace, KILL).
+            return Ok(finish(sup, plan, ending, verdict, None, task_argv));
         }
     };
     tracing::info!(child = "task", pid = sup.pid(task), "started");
+    let stop_env = childenv::for_process(&plan.env, Process::StopHelper, &add);
 
-    let mut shutdown = Shutdown::Running;
-    let mut task_end: Option<ChildEnd> = None;
-    let mut leader_end: Option<ChildEnd> = None;
-    let mut leader_died_first = false;
-    let mut terminating = false;
-    // Stopping the leader: stop command at t0, SIGTERM at t0 + timeout, SIGKILL one second later.
-    let mut leader_term_at: Option<Instant> = None;
-    let mut leader_kill_at: Option<Instant> = None;
-    let mut task_kill_at: Option<Instant> = None;
-    while task_end.is_none() || leader_end.is_none() {
-        let deadline = [
-            shutdown.deadline(),
-            leader_term_at,
-            leader_kill_at,
-            task_kill_at,
-        ]
-        .into_iter()
-        .flatten()
-        .min();
-        match sup.next_event(deadline, None)? {
-            Event::Exited(id, end) if id == task => {
-                task_end = Some(end);
-                tracing::info!(child = "task", code = end.code(), ?end, "ended");
-                if leader_end.is_none() {
-                    tracing::info!("stopping the MPI leader");
-                    let stop = spec(
-                        plan,
-                        "leader-stop",
-                        shell(&plan.leader_stop_cmd),
-                        leader_env.clone(),
-                    );
-                    if let Err(err) = sup.spawn(stop) {
-                        tracing::warn!("failed to start the leader stop command: {err}");
-                    }
-                    leader_term_at = Some(Instant::now() + plan.leader_stop_timeout);
-                }
-            }
-            Event::Exited(id, end) if id == leader => {
-                leader_end = Some(end);
-                leader_term_at = None;
-                leader_kill_at = None;
-                if task_end.is_none() {
-                    if !terminating {
-                        leader_died_first = true;
-                        tracing::error!(
-                            code = end.code(),
-                            ?end,
-                            "the MPI leader ended before the task; stopping the task"
-                        );
-                    }
-                    sup.signal_group(task, Signal::SIGTERM);
-                    task_kill_at = Some(Instant::now() + plan.grace);
+    let mut m = Rank0::new(plan.stop_timeout, plan.grace);
+    m.ending = ending;
+    let mut helper: Option<ChildId> = None;
+    let mut task_end = None;
+    let verdict = loop {
+        if let Some(v) = m.verdict() {
+            break v;
+        }
+        let now = Instant::now();
+        let orders = match sup.next_event(m.deadline(), None)? {
+            Event::Exited(id, end) => {
+                let member = if id == task {
+                    task_end = Some(end);
+                    Member::Task
+                } else if id == leader {
+                    Member::Leader
+                } else if Some(id) == helper {
+                    Member::StopHelper
                 } else {
-                    tracing::info!(child = "leader", code = end.code(), ?end, "ended");
-                }
-            }
-            Event::Exited(_, end) => tracing::debug!(?end, "helper ended"),
-            Event::Signal(signal) => {
-                if matches!(signal, Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT) {
-                    terminating = true;
-                }
-                shutdown.on_signal(sup, signal, plan.grace);
-            }
-            Event::Deadline => {
-                let now = Instant::now();
-                shutdown.on_deadline(sup, now);
-                if leader_term_at.is_some_and(|at| now >= at) {
-                    tracing::warn!(
-                        timeout_ms = plan.leader_stop_timeout.as_millis() as u64,
-                        "the MPI leader did not stop after the stop command; sending SIGTERM"
+                    continue;
+                };
+                let name = match member {
+                    Member::Task => "task",
+                    Member::Leader => "leader",
+                    Member::StopHelper => "leader-stop",
+                };
+                if member == Member::Leader && task_end.is_none() && m.verdict().is_none() {
+                    tracing::error!(
+                        code = end.code(),
+                        ?end,
+                        timeout_s = plan.stop_timeout.as_secs_f64(),
+                        "the MPI leader ended before the task; waiting for the task to end"
                     );
-                    sup.signal_group(leader, Signal::SIGTERM);
-                    leader_term_at = None;
-                    leader_kill_at = Some(now + LEADER_KILL_AFTER);
+                } else {
+                    tracing::info!(child = name, code = end.code(), ?end, "ended");
                 }
-                if leader_kill_at.is_some_and(|at| now >= at) {
-                    tracing::warn!("the MPI leader ignored SIGTERM; sending SIGKILL");
-                    sup.signal_group(leader, Signal::SIGKILL);
-                    leader_kill_at = None;
-                }
-                if task_kill_at.is_some_and(|at| now >= at) {
-                    sup.signal_group(task, Signal::SIGKILL);
-                    task_kill_at = None;
+                m.on_ended(member, end, now)
+            }
+            Event::Signal(signal) => vec![m.on_signal(signal, now)],
+            Event::Deadline => m.on_tick(now).into_iter().collect(),
+            Event::FdReady => Vec::new(),
+        };
+        for order in orders {
+            if order != Order::StartStopHelper {
+                carry_out(sup, plan, order);
+                continue;
+            }
+            tracing::info!("stopping the MPI leader");
+            let stop = spec(
+                plan,
+                "leader-stop",
+                shell(&plan.leader_stop_cmd),
+                stop_env.clone(),
+            );
+            match sup.spawn(stop) {
+                Ok(id) => helper = Some(id),
+                Err(err) => {
+                    tracing::warn!("failed to start the leader stop command: {err}");
+                    let failed = ChildEnd::Exited(i32::from(err.exit_code()));
+                    for order in m.on_ended(Member::StopHelper, failed, Instant::now()) {
+                        carry_out(sup, plan, order);
+                    }
                 }
             }
-            Event::FdReady => {}
         }
-    }
-    let task_end = task_end.unwrap_or(ChildEnd::Exited(i32::from(LaunchExit::SETUP_FAILED)));
-    if leader_died_first {
-        let leader_code = leader_end.map_or(0, ChildEnd::code);
-        let reason = format!("the MPI leader ended (exit code {leader_code}) before the task");
-        return Ok(finish(
-            sup,
-            plan,
-            LaunchExit::LEADER_DIED,
-            Some(task_end),
-            Some(reason),
-            task_argv,
-        ));
-    }
-    Ok(finish(
-        sup,
-        plan,
-        task_end.code(),
-        Some(task_end),
-        None,
-        task_argv,
-    ))
+    };
+    Ok(finish(sup, plan, m.ending, verdict, task_end, task_argv))
 }
 
-/// Stops a leader whose task never started: stop command, bounded, then the group.
-fn stop_leader_now(sup: &mut Supervisor, leader: ChildId, timeout: Duration) {
-    sup.signal_group(leader, Signal::SIGTERM);
-    let deadline = Instant::now() + timeout;
-    while sup.is_running(leader) {
-        match sup.next_event(Some(deadline), None) {
-            Ok(Event::Deadline) | Err(_) => {
-                sup.signal_group(leader, Signal::SIGKILL);
-                break;
-            }
-            _ => {}
-        }
-    }
-}
-
-/// Cleans up what is left and builds the outcome.
+/// Ends what is left (continuing `ending`) and builds the outcome.
 fn finish(
     sup: &mut Supervisor,
     plan: &Plan,
-    code: u8,
+    ending: Ending,
+    verdict: Verdict,
     end: Option<ChildEnd>,
-    reason: Option<String>,
     argv: Vec<OsString>,
 ) -> Outcome {
-    sup.shutdown(plan.grace);
+    let clean = sup.sweep(ending, plan.grace);
+    let (code, reason) = match (clean, verdict.code) {
+        (false, 0) => (
+            LaunchExit::SETUP_FAILED,
+            Some("processes of this rank did not end after SIGKILL and were left behind".into()),
+        ),
+        _ => (verdict.code, verdict.reason),
+    };
     Outcome {
         code,
         end,
@@ -504,6 +396,7 @@ fn finish(
         children: sup.reports(),
         argv,
         gate_released_at: None,
+        left_behind: !clean,
     }
 }
 

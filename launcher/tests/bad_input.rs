@@ -6,9 +6,9 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
-use common::{BIN, base_env, srun_env};
+use common::{base_env, rank_launch_command, srun_env};
 
 struct Case {
     name: &'static str,
@@ -347,7 +347,7 @@ fn every_bad_input_exits_2_with_one_line_naming_it() {
     assert!(cases.len() >= 40, "the catalog has {} cases", cases.len());
     let mut failures = Vec::new();
     for case in &cases {
-        let out = Command::new(BIN)
+        let out = rank_launch_command()
             .args(&case.args)
             .env_clear()
             .envs(&case.env)

@@ -91,13 +91,13 @@ fn cases(dir: &std::path::Path) -> Vec<Case> {
     a.extend(mpi_args(&sub, "exit 9", "true"));
     a.extend(args(&["--", "bash", "-c", "echo ready; sleep 60"]));
     v.push(Case {
-        name: "leader dies before the task",
+        name: "leader dies before the task (upstream: the task gets the stop timeout, then the leader's code)",
         args: a,
         env: srun_env(0, 2),
         action: Action::None,
-        code: Some(73),
+        code: Some(9),
         max_time: Duration::from_secs(4),
-        stderr_has: "the MPI leader ended (exit code 9) before the task",
+        stderr_has: "the MPI leader ended (exit code 9) before the task, and the task did not end within 1s",
     });
 
     let sub = dir.join("worker-dies");
@@ -197,7 +197,7 @@ fn cases(dir: &std::path::Path) -> Vec<Case> {
         args: a,
         env: srun_env(0, 2),
         action: Action::None,
-        code: Some(73),
+        code: Some(127),
         max_time: Duration::from_secs(4),
         stderr_has: "the MPI leader ended (exit code 127) before the task",
     });

@@ -4,9 +4,9 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
-use common::{BIN, srun_env};
+use common::{rank_launch_command, srun_env};
 
 const RANKS: u32 = 8;
 const LINES: u32 = 100_000;
@@ -25,7 +25,7 @@ fn eight_ranks_100k_lines_each_through_one_pipe() {
              for (i = 1; i <= {LINES}; i++) {{ printf \"r%d-i%d-%s\\n\", r, i, substr(pad, 1, (i * 7) % 300) }} \
              printf \"r%d-last\", r }}'"
         );
-        let child = Command::new(BIN)
+        let child = rank_launch_command()
             .args(["--label", "--", "bash", "-c", &body])
             .env_clear()
             .envs(srun_env(rank, RANKS))
@@ -111,7 +111,7 @@ fn a_stalled_reader_does_not_delay_signals() {
             let _ = self.0.wait();
         }
     }
-    let child = Command::new(BIN)
+    let child = rank_launch_command()
         .args([
             "--label",
             "--grace-period",

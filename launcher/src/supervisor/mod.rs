@@ -1,31 +1,39 @@
 //! The supervisor: the only code that spawns, signals and reaps processes.
 //!
-//! Shape (tini's, not tokio's): one thread, one loop. The signals rank-launch cares about are
-//! blocked and read from a `signalfd`; the loop `poll`s that fd together with the children's
-//! output pipes and an optional extra fd (the install gate's inotify), with a timeout for the
-//! next deadline. On `SIGCHLD` it reaps with `waitpid(-1, WNOHANG)`: rank-launch is a child
-//! subreaper, so orphaned grandchildren come back to it and are reaped here too. Nothing else
-//! in the process waits for children (only [`spawn`] reaps a child that failed before running
-//! its program, by pid, before anyone else can see it), so exactly one component reaps.
+//! Shape (tini's, not tokio's): one thread, one loop. The signals rank-launch handles are
+//! blocked and read from a `signalfd`; [`Supervisor::next_event`] `poll`s that fd together with
+//! the labelled children's pipes, rank-launch's own stdout and stderr while output waits for
+//! them ([`crate::stream`]) and an optional extra fd (the install gate's inotify), with a
+//! timeout for the caller's next deadline. On `SIGCHLD` it reaps with `waitpid(-1, WNOHANG)`:
+//! rank-launch is a child subreaper, so orphaned grandchildren come back to it and are reaped
+//! here too. Nothing else waits for children (only [`spawn`] reaps a child that failed before
+//! running its program, by pid, before anyone else can see it), so exactly one component reaps.
 //!
-//! Process hygiene, per child (see [`spawn`] for how it is started):
-//! - its own process group (`setpgid(0, 0)`), so signals reach its whole tree;
-//! - `PR_SET_PDEATHSIG(SIGKILL)`, with the `getppid` race check, so it dies with rank-launch;
-//! - the signal mask cleared and `SIGPIPE` reset before `exec`;
-//! - its group registered with the [`sentinel`], a second process holding the read end of a
-//!   pipe: if rank-launch dies, even by `SIGKILL`, the pipe reaches end-of-file and the
-//!   sentinel kills every registered group, grandchildren included (a parent-death signal only
-//!   reaches the direct child). A group is forgotten once it is empty.
+//! Who may be signalled: a child's process group while it may have members. A group is
+//! probed right after every reap; once found empty it is marked so and never signalled again,
+//! because its number is free then and may come back as someone else's group. (While a group
+//! has members, its number cannot be reused; members left behind by a dead leader are
+//! re-parented to rank-launch, so their end reaches this loop and triggers the probe.)
+//! Re-parented descendants that left their group are signalled by pid: they are our children
+//! until reaped, so their pids cannot be reused either.
+//!
+//! Process hygiene, per child (see [`spawn`] for how it is started): its own process group;
+//! `PR_SET_PDEATHSIG(SIGKILL)` with the `getppid` race check; signals rank-launch inherited as
+//! ignored, and `SIGPIPE`, back to default, and the mask cleared; registration with the
+//! [`sentinel`]; the terminal's foreground when it reads rank-launch's terminal stdin.
 
+mod output;
+mod procfs;
 mod sentinel;
 mod spawn;
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::errno::Errno;
@@ -36,11 +44,14 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
+use output::{Pumps, Sink};
 use sentinel::Sentinel;
 use spawn::{Launch, LaunchError, Stack};
 
 use crate::childenv::EnvList;
 use crate::exit::{ChildEnd, LaunchExit};
+use crate::policy::{Ending, Order, Why};
+use crate::stream::{self, Stream};
 
 /// Signals rank-launch handles; all others keep their default action.
 const HANDLED: [Signal; 7] = [
@@ -53,9 +64,11 @@ const HANDLED: [Signal; 7] = [
     Signal::SIGQUIT,
 ];
 
-/// Lines are written whole in one `write` of at most this many bytes, so lines from ranks
-/// sharing one pipe never interleave (POSIX `PIPE_BUF`).
-const ATOMIC_WRITE: usize = 4096;
+/// Most time the final sweep waits for output still in the children's pipes.
+const DRAIN_LIMIT: Duration = Duration::from_secs(1);
+/// How often the final sweep looks for processes that are not our children (members of our
+/// groups whose parent is alive) while it waits for them to end.
+const SWEEP_TICK: Duration = Duration::from_millis(10);
 
 /// Where a child's stdout and stderr go.
 #[derive(Debug, Clone)]
@@ -68,14 +81,6 @@ pub enum Output {
     File(PathBuf),
     /// Through rank-launch, each line prefixed, appended to a file.
     LabelFile(String, PathBuf),
-}
-
-/// Where a pump's lines go.
-#[derive(Clone)]
-enum Sink {
-    Stdout,
-    Stderr,
-    File(std::rc::Rc<File>),
 }
 
 /// Everything needed to start one child.
@@ -165,6 +170,15 @@ impl SpawnError {
     }
 }
 
+/// Whether a child's process group may still have members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Group {
+    /// It may: signals go to it.
+    Live,
+    /// It was found empty: never signalled again (its number may be someone else's now).
+    Empty,
+}
+
 struct ChildRec {
     name: &'static str,
     pid: Pid,
@@ -173,50 +187,82 @@ struct ChildRec {
     end: Option<ChildEnd>,
     ended: Option<Instant>,
     ended_at: Option<SystemTime>,
-    /// The group is empty and the sentinel was told so.
-    forgotten: bool,
-}
-
-/// One output pipe of a labelled child.
-struct Pump {
-    fd: OwnedFd,
-    sink: Sink,
-    prefix: String,
-    partial: Vec<u8>,
+    group: Group,
+    /// Refused a signal with `EPERM` (said once).
+    refused: bool,
 }
 
 pub struct Supervisor {
     signals: SignalFd,
     children: Vec<ChildRec>,
-    pumps: Vec<Pump>,
+    pumps: Pumps,
     pending: VecDeque<Event>,
     sentinel: Option<Sentinel>,
     /// The stack children run on between their start and their `execve`.
     stack: Stack,
-    /// Labelled output waiting for rank-launch's stdout (0) and stderr (1) to take it: whole
-    /// lines, at most [`ATOMIC_WRITE`] bytes a chunk, written when `poll` says the stream is
-    /// writable, so a reader that stalls never blocks the loop (or signal handling).
-    queues: [OutQueue; 2],
+    setup: spawn::Setup,
+    /// stdin is a terminal and rank-launch's group is its foreground: a child reading it gets
+    /// the foreground.
+    tty_foreground: bool,
+    /// The child that holds the terminal's foreground.
+    foreground: Option<Pid>,
+    /// stdout's reader went away (said once).
+    stdout_gone: bool,
 }
 
-/// Chunks of whole lines for one of rank-launch's own streams.
-#[derive(Default)]
-struct OutQueue {
-    chunks: VecDeque<Vec<u8>>,
-    bytes: usize,
-    /// The reader is gone (`EPIPE`): output for this stream is dropped from now on.
-    broken: bool,
+/// Every signal number a disposition can be read and set for.
+fn settable_signals() -> impl Iterator<Item = libc::c_int> {
+    (1..=libc::SIGRTMAX()).filter(|&s| s != libc::SIGKILL && s != libc::SIGSTOP)
 }
 
-/// Past this much queued output the children's pipes are not read: they block on their own
-/// writes until the reader catches up.
-const QUEUE_LIMIT: usize = 1 << 20;
+/// The signals whose disposition is "ignore" now.
+fn ignored_signals() -> Vec<libc::c_int> {
+    settable_signals()
+        .filter(|&sig| {
+            // SAFETY: reads the current disposition only (no new action).
+            unsafe {
+                let mut old: libc::sigaction = std::mem::zeroed();
+                libc::sigaction(sig, std::ptr::null(), &mut old) == 0
+                    && old.sa_sigaction == libc::SIG_IGN
+            }
+        })
+        .collect()
+}
+
+fn ignore(sig: libc::c_int) {
+    // SAFETY: sets a disposition of this process to SIG_IGN.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = libc::SIG_IGN;
+        libc::sigaction(sig, &action, std::ptr::null_mut());
+    }
+}
 
 impl Supervisor {
     /// Blocks the handled signals, becomes a child subreaper and starts the sentinel.
     ///
-    /// Must run on the thread that keeps the signals blocked: the process's only thread.
+    /// Must run on the thread that keeps the signals blocked: the process's only thread, before
+    /// any child exists (the sentinel is forked here).
     pub fn new() -> io::Result<Self> {
+        // What rank-launch inherited as ignored goes back to default in the children (SIGPIPE
+        // is ignored by rank-launch itself, so it is always reset).
+        let mut reset = ignored_signals();
+        if !reset.contains(&libc::SIGPIPE) {
+            reset.push(libc::SIGPIPE);
+        }
+        let tty_foreground = nix::unistd::isatty(io::stdin()).unwrap_or(false)
+            && nix::unistd::tcgetpgrp(io::stdin()).ok() == Some(nix::unistd::getpgrp());
+        if tty_foreground {
+            // rank-launch hands the terminal to its task and writes to it from the background
+            // afterwards (and takes it back): job-control stops must not hit rank-launch. The
+            // children get the default back.
+            for sig in [libc::SIGTTOU, libc::SIGTTIN, libc::SIGTSTP] {
+                ignore(sig);
+                if !reset.contains(&sig) {
+                    reset.push(sig);
+                }
+            }
+        }
         let mut mask = SigSet::empty();
         for signal in HANDLED {
             mask.add(signal);
@@ -224,17 +270,39 @@ impl Supervisor {
         sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)?;
         let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)?;
         // Orphaned grandchildren are re-parented to us, reaped by our loop and visible to the
-        // final sweep, instead of escaping to init.
-        nix::sys::prctl::set_child_subreaper(true)?;
-        let sentinel = Sentinel::start()?;
+        // final sweep, instead of escaping to init. Some emulators refuse it: warn and go on.
+        if let Err(err) = nix::sys::prctl::set_child_subreaper(true) {
+            tracing::warn!(
+                %err,
+                "cannot become a child subreaper; descendants whose parent dies escape to init and are not swept at the end"
+            );
+        }
+        let sentinel = match Sentinel::start() {
+            Ok(s) => {
+                tracing::debug!(pid = s.pid.as_raw(), "sentinel started");
+                Some(s)
+            }
+            Err(err) => {
+                tracing::warn!(
+                    %err,
+                    "cannot start the sentinel; a SIGKILL of rank-launch could leave grandchildren behind"
+                );
+                None
+            }
+        };
         Ok(Supervisor {
             signals,
             children: Vec::new(),
-            pumps: Vec::new(),
+            pumps: Pumps::default(),
             pending: VecDeque::new(),
-            sentinel: Some(sentinel),
+            sentinel,
             stack: Stack::new()?,
-            queues: [OutQueue::default(), OutQueue::default()],
+            setup: spawn::Setup {
+                reset_signals: reset,
+            },
+            tty_foreground,
+            foreground: None,
+            stdout_gone: false,
         })
     }
 
@@ -287,12 +355,14 @@ impl Supervisor {
         if spec.stdin_null {
             held.push(File::open("/dev/null").map_err(other)?.into());
             launch.stdio[0] = Some(held[held.len() - 1].as_raw_fd());
+        } else if self.tty_foreground && self.foreground.is_none() {
+            launch.foreground = true;
         }
         let sinks = match &spec.output {
             Output::Inherit => None,
-            Output::Label(_) => Some((Sink::Stdout, Sink::Stderr)),
+            Output::Label(_) => Some((Sink::Stream(Stream::Stdout), Sink::Stream(Stream::Stderr))),
             Output::LabelFile(_, path) => {
-                let file = std::rc::Rc::new(open(path)?);
+                let file = Rc::new(open(path)?);
                 Some((Sink::File(file.clone()), Sink::File(file)))
             }
             Output::File(path) => {
@@ -316,8 +386,13 @@ impl Supervisor {
         // The child registers its own group with the sentinel before it runs any program, so
         // no SIGKILL of rank-launch can fall between its start and the registration.
         launch.sentinel = self.sentinel.as_ref().map(|s| s.pipe.as_raw_fd());
-        let pid = launch.start(&mut self.stack).map_err(launch_error)?;
+        let pid = launch
+            .start(&mut self.stack, &self.setup)
+            .map_err(launch_error)?;
         drop(held);
+        if launch.foreground {
+            self.foreground = Some(pid);
+        }
         if let (
             Some(readers),
             Some((out_sink, err_sink)),
@@ -326,12 +401,7 @@ impl Supervisor {
         {
             for (fd, sink) in readers.into_iter().zip([out_sink, err_sink]) {
                 set_nonblocking(&fd);
-                self.pumps.push(Pump {
-                    fd,
-                    sink,
-                    prefix: prefix.clone(),
-                    partial: Vec::new(),
-                });
+                self.pumps.add(fd, sink, prefix.clone());
             }
         }
         tracing::debug!(child = spec.name, pid = pid.as_raw(), program = %program_text, "spawned");
@@ -343,7 +413,8 @@ impl Supervisor {
             end: None,
             ended: None,
             ended_at: None,
-            forgotten: false,
+            group: Group::Live,
+            refused: false,
         });
         if self.children.len() > sentinel::MAX_GROUPS {
             tracing::warn!(
@@ -364,30 +435,71 @@ impl Supervisor {
         self.children[id.0].end.is_none()
     }
 
-    /// Sends `signal` to the child's whole process group. A group already gone is not an error.
-    pub fn signal_group(&self, id: ChildId, signal: Signal) {
-        let rec = &self.children[id.0];
+    /// Sends `signal` to child `idx`'s group, unless it is known to be empty.
+    fn signal_group(&mut self, idx: usize, signal: Signal) {
+        let rec = &mut self.children[idx];
+        if rec.group == Group::Empty {
+            return;
+        }
         match killpg(rec.pid, signal) {
             Ok(()) => {
                 tracing::debug!(child = rec.name, pgid = rec.pid.as_raw(), signal = %signal, "signalled group")
             }
-            Err(Errno::ESRCH) => {}
+            Err(Errno::ESRCH) => self.mark_empty(idx),
             Err(err) => {
-                tracing::warn!(child = rec.name, pgid = rec.pid.as_raw(), signal = %signal, %err, "failed to signal group")
+                if !rec.refused {
+                    rec.refused = true;
+                    tracing::warn!(child = rec.name, pgid = rec.pid.as_raw(), signal = %signal, %err, "cannot signal the group");
+                }
             }
         }
     }
 
-    /// Sends `signal` to every group that may still have members.
-    pub fn signal_all(&self, signal: Signal) {
+    /// Sends `signal` to every group that may still have members, and to descendants that
+    /// left their group and were re-parented to us.
+    pub fn signal_all(&mut self, signal: Signal) {
         for idx in 0..self.children.len() {
-            if group_alive(self.children[idx].pid) {
-                self.signal_group(ChildId(idx), signal);
+            self.signal_group(idx, signal);
+        }
+        for pid in self.orphans() {
+            let _ = nix::sys::signal::kill(pid, signal);
+        }
+    }
+
+    /// Carries out a policy's [`Order::SignalAll`] (the caller handles the others).
+    pub fn carry_out(&mut self, order: Order) {
+        if let Order::SignalAll { signal, .. } = order {
+            self.signal_all(signal);
+        }
+    }
+
+    /// Marks a group empty for good and tells the sentinel.
+    fn mark_empty(&mut self, idx: usize) {
+        let rec = &mut self.children[idx];
+        if rec.group == Group::Empty {
+            return;
+        }
+        rec.group = Group::Empty;
+        if let Some(sentinel) = &self.sentinel {
+            sentinel.forget(rec.pid);
+        }
+    }
+
+    /// Probes the groups of children that ended: right after a reap, when a group's last
+    /// member may just have gone.
+    fn probe_groups(&mut self) {
+        for idx in 0..self.children.len() {
+            let rec = &self.children[idx];
+            if rec.end.is_some()
+                && rec.group == Group::Live
+                && killpg(rec.pid, None) == Err(Errno::ESRCH)
+            {
+                self.mark_empty(idx);
             }
         }
     }
 
-    /// Waits for the next event, pumping labelled output meanwhile.
+    /// Waits for the next event, pumping output meanwhile.
     pub fn next_event(
         &mut self,
         deadline: Option<Instant>,
@@ -410,28 +522,23 @@ impl Supervisor {
                 }
             };
             let (signal_ready, extra_ready, writable, pumps_ready) = {
-                let stdout = io::stdout();
-                let stderr = io::stderr();
-                let streams = [stdout.as_fd(), stderr.as_fd()];
                 let mut fds = Vec::with_capacity(4 + self.pumps.len());
                 fds.push(PollFd::new(self.signals.as_fd(), PollFlags::POLLIN));
                 let extra_at = extra.map(|fd| {
                     fds.push(PollFd::new(fd, PollFlags::POLLIN));
                     fds.len() - 1
                 });
-                let mut stream_at = [None, None];
-                for (idx, queue) in self.queues.iter().enumerate() {
-                    if !queue.chunks.is_empty() {
-                        fds.push(PollFd::new(streams[idx], PollFlags::POLLOUT));
-                        stream_at[idx] = Some(fds.len() - 1);
+                let mut stream_at = Vec::new();
+                for s in [Stream::Stdout, Stream::Stderr] {
+                    if stream::pending(s) {
+                        fds.push(PollFd::new(s.fd(), PollFlags::POLLOUT));
+                        stream_at.push((s, fds.len() - 1));
                     }
                 }
+                let pollable = self.pumps.pollable();
                 let first_pump = fds.len();
-                // Backpressure: with too much output queued, leave the children's pipes be.
-                if self.queues.iter().all(|q| q.bytes < QUEUE_LIMIT) {
-                    for pump in &self.pumps {
-                        fds.push(PollFd::new(pump.fd.as_fd(), PollFlags::POLLIN));
-                    }
+                for (_, fd) in &pollable {
+                    fds.push(PollFd::new(*fd, PollFlags::POLLIN));
                 }
                 match poll(&mut fds, timeout) {
                     Ok(_) => {}
@@ -439,24 +546,36 @@ impl Supervisor {
                     Err(err) => return Err(err.into()),
                 }
                 let ready = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
-                let extra_ready = extra_at.is_some_and(|i| ready(&fds[i]));
-                let writable = stream_at.map(|at| at.is_some_and(|i| ready(&fds[i])));
-                let pumps_ready: Vec<usize> = fds[first_pump..]
+                let writable: Vec<Stream> = stream_at
+                    .iter()
+                    .filter(|(_, at)| ready(&fds[*at]))
+                    .map(|(s, _)| *s)
+                    .collect();
+                let pumps_ready: Vec<usize> = pollable
                     .iter()
                     .enumerate()
-                    .filter(|(_, fd)| ready(fd))
-                    .map(|(i, _)| i)
+                    .filter(|(i, _)| ready(&fds[first_pump + i]))
+                    .map(|(_, (idx, _))| *idx)
                     .collect();
-                (ready(&fds[0]), extra_ready, writable, pumps_ready)
+                (
+                    ready(&fds[0]),
+                    extra_at.is_some_and(|i| ready(&fds[i])),
+                    writable,
+                    pumps_ready,
+                )
             };
-            for (idx, is_writable) in writable.into_iter().enumerate() {
-                if is_writable {
-                    self.write_queued(idx);
+            for s in writable {
+                if let Some(err) = stream::write_ready(s) {
+                    if s == Stream::Stdout && !self.stdout_gone {
+                        self.stdout_gone = true;
+                        tracing::warn!(%err, "stdout is gone; dropping the children's output from now on");
+                    }
                 }
             }
-            // Output first: a child's last lines come before the news of its exit.
+            // Output first: a child's last lines come before the news of its exit. Highest
+            // index first: a pipe at end of file leaves the list.
             for idx in pumps_ready.into_iter().rev() {
-                self.pump(idx);
+                self.pumps.read(idx);
             }
             if signal_ready {
                 self.read_signals()?;
@@ -484,280 +603,139 @@ impl Supervisor {
 
     /// Reaps every child that has ended, ours or re-parented.
     fn reap(&mut self) {
+        let mut reaped = false;
         loop {
             let (pid, end) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::Exited(pid, code)) => (pid, ChildEnd::Exited(code)),
                 Ok(WaitStatus::Signaled(pid, signal, _)) => {
                     (pid, ChildEnd::Signaled(signal as i32))
                 }
-                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
                 Ok(_) => continue,
                 Err(Errno::EINTR) => continue,
                 Err(err) => {
                     tracing::warn!(%err, "waitpid failed");
-                    return;
+                    break;
                 }
             };
-            match self
+            reaped = true;
+            if let Some(idx) = self
                 .children
                 .iter()
                 .position(|c| c.pid == pid && c.end.is_none())
             {
-                Some(idx) => {
-                    let rec = &mut self.children[idx];
-                    rec.end = Some(end);
-                    rec.ended = Some(Instant::now());
-                    rec.ended_at = Some(SystemTime::now());
-                    tracing::debug!(child = rec.name, pid = pid.as_raw(), ?end, "reaped");
-                    self.pending.push_back(Event::Exited(ChildId(idx), end));
-                    self.forget_if_empty(pid);
+                let rec = &mut self.children[idx];
+                rec.end = Some(end);
+                rec.ended = Some(Instant::now());
+                rec.ended_at = Some(SystemTime::now());
+                tracing::debug!(child = rec.name, pid = pid.as_raw(), ?end, "reaped");
+                self.pending.push_back(Event::Exited(ChildId(idx), end));
+                if self.foreground == Some(pid) {
+                    self.foreground = None;
+                    // Take the terminal back (SIGTTOU is ignored by rank-launch).
+                    let _ = nix::unistd::tcsetpgrp(io::stdin(), nix::unistd::getpgrp());
                 }
-                None if self.sentinel.as_ref().is_some_and(|s| s.pid == pid) => {
-                    tracing::warn!(
-                        ?end,
-                        "the sentinel ended early; a SIGKILL of rank-launch could now leave grandchildren behind"
-                    );
-                    self.sentinel = None;
-                }
-                None => {
-                    tracing::debug!(pid = pid.as_raw(), ?end, "reaped an orphaned descendant");
-                    // It may have been the last member of one of our groups.
-                    for idx in 0..self.children.len() {
-                        let rec = &self.children[idx];
-                        if rec.end.is_some() && !rec.forgotten {
-                            self.forget_if_empty(rec.pid);
+            } else if self.sentinel.as_ref().is_some_and(|s| s.pid == pid) {
+                tracing::warn!(
+                    ?end,
+                    "the sentinel ended early; protection is gone: a SIGKILL of rank-launch could now leave grandchildren behind"
+                );
+                self.sentinel = None;
+            } else {
+                tracing::debug!(pid = pid.as_raw(), ?end, "reaped an orphaned descendant");
+            }
+        }
+        if reaped {
+            self.probe_groups();
+        }
+    }
+
+    /// True while any process of ours may be alive: a child, a member of a child's group, or
+    /// a re-parented descendant.
+    fn live(&mut self) -> bool {
+        self.probe_groups();
+        self.children.iter().any(|c| c.group == Group::Live) || !self.orphans().is_empty()
+    }
+
+    /// Ends what is left once the main work is over, continuing `ending` if a shutdown is
+    /// already under way (so a termination signal's bound holds across it): termination
+    /// signal, `SIGKILL` after the grace period, at most [`crate::policy::KILL_WAIT`] more.
+    /// Then drains the output pipes and reaps. Returns false if processes were left behind.
+    pub fn sweep(&mut self, mut ending: Ending, grace: Duration) -> bool {
+        // The common case, everything already ended, costs one look.
+        if self.live() {
+            if ending.is_idle() {
+                tracing::debug!("ending what is left of the children");
+                let order =
+                    ending.terminate(Signal::SIGTERM, Why::Leftovers, Instant::now(), grace);
+                self.carry_out(order);
+            }
+            while !ending.is_stuck() && self.live() {
+                let tick = Instant::now() + SWEEP_TICK;
+                let at = ending.deadline().map_or(tick, |d| d.min(tick));
+                match self.next_event(Some(at), None) {
+                    Ok(Event::Signal(signal)) => {
+                        let order = ending.on_signal(signal, Instant::now(), grace);
+                        if let Order::SignalAll {
+                            why: Why::SecondSignal,
+                            ..
+                        } = order
+                        {
+                            tracing::warn!(signal = %signal, "second termination signal; killing every child now");
+                        }
+                        self.carry_out(order);
+                    }
+                    Ok(_) => {
+                        if let Some(order) = ending.on_tick(Instant::now()) {
+                            tracing::warn!(
+                                grace_ms = grace.as_millis() as u64,
+                                "processes left after the grace period; sending SIGKILL"
+                            );
+                            self.carry_out(order);
                         }
                     }
+                    Err(_) => break,
                 }
             }
         }
-    }
-
-    /// Tells the sentinel to drop a child's group once no process is left in it, so that a
-    /// later group with the same number is never killed on our account.
-    fn forget_if_empty(&mut self, pgid: Pid) {
-        if group_alive(pgid) {
-            return;
-        }
-        if let Some(rec) = self.children.iter_mut().find(|c| c.pid == pgid) {
-            rec.forgotten = true;
-        }
-        if let Some(sentinel) = &self.sentinel {
-            sentinel.forget(pgid);
-        }
-    }
-
-    /// Reads what a labelled child wrote and passes on its complete lines.
-    fn pump(&mut self, idx: usize) {
-        let mut buf = [0u8; 65536];
-        let pump = &mut self.pumps[idx];
-        let mut eof = false;
-        loop {
-            match nix::unistd::read(pump.fd.as_fd(), &mut buf) {
-                Ok(0) => {
-                    eof = true;
-                    break;
-                }
-                Ok(n) => pump.partial.extend_from_slice(&buf[..n]),
-                Err(Errno::EINTR) => continue,
-                Err(Errno::EAGAIN) => break,
-                Err(_) => {
-                    eof = true;
-                    break;
-                }
-            }
-        }
-        let split_at = if eof {
-            if !pump.partial.is_empty() && pump.partial.last() != Some(&b'\n') {
-                pump.partial.push(b'\n');
-            }
-            pump.partial.len()
-        } else {
-            pump.partial
+        let stuck = ending.is_stuck() && self.live();
+        if stuck {
+            let left: Vec<i32> = self
+                .children
                 .iter()
-                .rposition(|&b| b == b'\n')
-                .map_or(0, |p| p + 1)
-        };
-        if split_at > 0 {
-            let lines: Vec<u8> = pump.partial.drain(..split_at).collect();
-            let (prefix, sink) = (pump.prefix.clone(), pump.sink.clone());
-            self.emit(&prefix, &lines, &sink);
+                .filter(|c| c.group == Group::Live)
+                .map(|c| c.pid.as_raw())
+                .chain(self.orphans().into_iter().map(Pid::as_raw))
+                .collect();
+            tracing::error!(
+                groups_and_pids = ?left,
+                "processes did not end within {}s after SIGKILL (stuck in the kernel, or not ours to signal); leaving them behind",
+                crate::policy::KILL_WAIT.as_secs()
+            );
         }
-        if eof {
-            self.pumps.remove(idx);
-        }
-    }
-
-    /// Queues complete lines with a prefix, as chunks of whole lines of at most
-    /// [`ATOMIC_WRITE`] bytes (a longer line is a chunk of its own); a file sink is written at once.
-    fn emit(&mut self, prefix: &str, lines: &[u8], sink: &Sink) {
-        let mut chunks = Vec::new();
-        let mut chunk = Vec::with_capacity(ATOMIC_WRITE);
-        for line in lines.split_inclusive(|&b| b == b'\n') {
-            if !chunk.is_empty() && chunk.len() + prefix.len() + line.len() > ATOMIC_WRITE {
-                chunks.push(std::mem::replace(
-                    &mut chunk,
-                    Vec::with_capacity(ATOMIC_WRITE),
-                ));
-            }
-            chunk.extend_from_slice(prefix.as_bytes());
-            chunk.extend_from_slice(line);
-        }
-        if !chunk.is_empty() {
-            chunks.push(chunk);
-        }
-        let queue = match sink {
-            Sink::File(file) => {
-                for chunk in chunks {
-                    if let Err(err) = (&**file).write_all(&chunk) {
-                        tracing::warn!(%err, "failed to write to the log file");
-                        break;
-                    }
-                }
-                return;
-            }
-            Sink::Stdout => &mut self.queues[0],
-            Sink::Stderr => &mut self.queues[1],
-        };
-        if queue.broken {
-            return;
-        }
-        for chunk in chunks {
-            queue.bytes += chunk.len();
-            queue.chunks.push_back(chunk);
-        }
-    }
-
-    /// Writes queued chunks to stdout (0) or stderr (1) while the stream takes them without
-    /// blocking: `poll` said it is writable, and a pipe that is writable takes `PIPE_BUF` bytes.
-    fn write_queued(&mut self, idx: usize) {
-        let stdout = io::stdout();
-        let stderr = io::stderr();
-        let fd = if idx == 0 {
-            stdout.as_fd()
-        } else {
-            stderr.as_fd()
-        };
-        let queue = &mut self.queues[idx];
-        let Some(chunk) = queue.chunks.front_mut() else {
-            return;
-        };
-        match nix::unistd::write(fd, chunk) {
-            Ok(n) if n == chunk.len() => {
-                queue.bytes -= n;
-                queue.chunks.pop_front();
-            }
-            Ok(n) => {
-                queue.bytes -= n;
-                chunk.drain(..n);
-            }
-            Err(Errno::EINTR | Errno::EAGAIN) => {}
-            Err(err) => {
-                queue.broken = true;
-                queue.chunks.clear();
-                queue.bytes = 0;
-                if idx == 0 {
-                    tracing::warn!(%err, "stdout is gone; dropping the children's output from now on");
-                }
-            }
-        }
-    }
-
-    /// Writes out what is queued, waiting for the streams at most until `deadline`.
-    fn flush_queues(&mut self, deadline: Instant) {
-        while self.queues.iter().any(|q| !q.chunks.is_empty()) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                let dropped: usize = self.queues.iter().map(|q| q.bytes).sum();
-                tracing::warn!(
-                    dropped,
-                    "the output readers are stalled; dropping queued output"
-                );
-                return;
-            }
-            let stdout = io::stdout();
-            let stderr = io::stderr();
-            let streams = [stdout.as_fd(), stderr.as_fd()];
-            let idx = usize::from(self.queues[0].chunks.is_empty());
-            let mut fds = [PollFd::new(streams[idx], PollFlags::POLLOUT)];
-            match poll(
-                &mut fds,
-                PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX),
-            ) {
-                Ok(0) | Err(Errno::EINTR) => {}
-                Ok(_) => self.write_queued(idx),
-                Err(_) => return,
-            }
-        }
-    }
-
-    /// Ends everything that is left: `SIGTERM` to every live group, `SIGKILL` after `grace`,
-    /// then drains the output pipes and reaps. Also sweeps re-parented descendants that left
-    /// their group. Returns once nothing of ours is left, or after a bounded time.
-    pub fn shutdown(&mut self, grace: Duration) {
-        let live =
-            |s: &Self| s.children.iter().any(|c| group_alive(c.pid)) || !s.orphans().is_empty();
-        // The common case, everything already ended, costs one look.
-        if live(self) {
-            self.signal_all(Signal::SIGTERM);
-            for pid in self.orphans() {
-                let _ = nix::sys::signal::kill(pid, Signal::SIGTERM);
-            }
-            self.wait_until(Instant::now() + grace, live);
-            if live(self) {
-                tracing::warn!(
-                    grace_ms = grace.as_millis() as u64,
-                    "processes left after the grace period; sending SIGKILL"
-                );
-                self.signal_all(Signal::SIGKILL);
-                for pid in self.orphans() {
-                    let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
-                }
-                self.wait_until(Instant::now() + Duration::from_secs(5), live);
-            }
-        }
-        // Output still buffered in the pipes is not lost: drain until every writer is gone,
-        // then hand what is queued to the readers.
-        let drain_until = Instant::now() + Duration::from_secs(2);
+        // Output still buffered in the pipes is not lost: drain until every writer is gone.
+        let drain_until = Instant::now() + DRAIN_LIMIT;
         while !self.pumps.is_empty() && Instant::now() < drain_until {
             if self.next_event(Some(drain_until), None).is_err() {
                 break;
             }
         }
-        self.flush_queues(Instant::now() + Duration::from_secs(5));
         self.reap();
         self.pending.clear();
-    }
-
-    /// Runs the loop until `busy` turns false or the deadline passes, polling `busy` often
-    /// enough to notice descendants that are not our children.
-    fn wait_until(&mut self, deadline: Instant, busy: impl Fn(&Self) -> bool) {
-        while busy(self) && Instant::now() < deadline {
-            let tick = (Instant::now() + Duration::from_millis(10)).min(deadline);
-            match self.next_event(Some(tick), None) {
-                Ok(Event::Signal(
-                    signal @ (Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT),
-                )) => {
-                    tracing::warn!(signal = %signal, "second termination signal; killing now");
-                    self.signal_all(Signal::SIGKILL);
-                }
-                Ok(_) => {}
-                Err(_) => break,
-            }
-        }
+        !stuck
     }
 
     /// Live descendants re-parented to us (we are a subreaper), other than the sentinel.
     fn orphans(&self) -> Vec<Pid> {
         let sentinel = self.sentinel.as_ref().map(|s| s.pid);
-        let mut pids = children_of_self();
+        let mut pids = procfs::children_of_self();
         pids.retain(|pid| {
             Some(*pid) != sentinel
                 && !self
                     .children
                     .iter()
                     .any(|c| c.pid == *pid && c.end.is_none())
-                && !is_zombie(*pid)
+                && !procfs::is_zombie(*pid)
         });
         pids
     }
@@ -786,35 +764,6 @@ impl Supervisor {
             })
             .collect()
     }
-}
-
-/// True while a process group has members.
-fn group_alive(pgid: Pid) -> bool {
-    killpg(pgid, None).is_ok()
-}
-
-/// Our children, from `/proc/<pid>/task/<pid>/children` (one thread: ours).
-fn children_of_self() -> Vec<Pid> {
-    let me = std::process::id();
-    std::fs::read_to_string(format!("/proc/{me}/task/{me}/children"))
-        .map(|text| {
-            text.split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .map(Pid::from_raw)
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// True for a process that ended and waits to be reaped (the loop reaps those).
-fn is_zombie(pid: Pid) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            stat.rsplit_once(") ")
-                .map(|(_, rest)| rest.starts_with('Z'))
-        })
-        .unwrap_or(true)
 }
 
 fn set_nonblocking(fd: &OwnedFd) {

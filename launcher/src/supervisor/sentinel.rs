@@ -8,25 +8,22 @@
 //! the pipe reaches end of file without a dismissal, rank-launch is gone: the sentinel sends
 //! `SIGKILL` to every registered group and exits.
 //!
-//! It is started with `clone(CLONE_VM)`, not `fork`: it shares rank-launch's memory instead of
-//! copying it, which makes it nearly free to start. So it follows the same rule as the spawn
-//! path's child: raw system calls only, on its own stack and its own fixed-size table, no
-//! allocation, no locks. It has its own descriptor table (no `CLONE_FILES`) and keeps only the
-//! pipe, and the signal mask it inherits blocks the signals rank-launch handles, so a
-//! step-wide `SIGTERM` leaves it be. The shared memory outlives rank-launch for as long as the
-//! sentinel needs it.
+//! It is started with a plain `fork` while rank-launch is still small (before any child, with
+//! one thread), so it shares nothing with rank-launch: not its memory (a crash of rank-launch,
+//! a core-dumping signal on kernels before 5.16 or the OOM killer cannot take the sentinel with
+//! it), not `errno`, not the allocator. It keeps only its pipe (stdio goes to `/dev/null`), and
+//! the signal mask it inherits blocks the signals rank-launch handles, so a step-wide `SIGTERM`
+//! leaves it be; `SIGKILL` at the end of the step ends it with the rest.
 //!
-//! The price of sharing: the kernel's OOM killer ends every process of an address space at
-//! once, so if it ever picked rank-launch (about 2 MB beside tasks of gigabytes), the sentinel
-//! would go too and only the parent-death signal would reach the direct children.
+//! If the sentinel dies anyway, rank-launch notices (it reaps it), says that the protection is
+//! gone, and goes on: children still get `PR_SET_PDEATHSIG`, and a child registering with a
+//! dead sentinel gets `EPIPE`, never `SIGPIPE`.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use nix::fcntl::OFlag;
 use nix::unistd::Pid;
-
-use super::spawn::Stack;
 
 /// Record tags on the pipe; each record is a tag and a little-endian `i32`.
 pub(super) const REGISTER: u8 = b'+';
@@ -49,32 +46,28 @@ const PIPE_FD: RawFd = 3;
 pub(super) struct Sentinel {
     pub pid: Pid,
     pub pipe: OwnedFd,
+    /// A write failed: the sentinel is gone (said once).
+    gone: std::cell::Cell<bool>,
 }
 
 impl Sentinel {
+    /// Forks the sentinel. Call while rank-launch has a single thread and no children.
     pub fn start() -> io::Result<Self> {
         let (read_end, write_end) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
-        // Left mapped for good: the sentinel runs on it for as long as it lives, possibly
-        // after rank-launch is gone.
-        let stack = Stack::new()?;
-        // SAFETY: `sentinel_main` takes the descriptor number by value, runs on its own stack
-        // and follows the raw-system-calls-only rule of the module comment.
-        let pid = unsafe {
-            libc::clone(
-                sentinel_main,
-                stack.top(),
-                libc::CLONE_VM | libc::SIGCHLD,
-                read_end.as_raw_fd() as usize as *mut libc::c_void,
-            )
-        };
+        // SAFETY: rank-launch has one thread here, so the child's copy of the process is
+        // consistent; the child runs `sentinel_main` only, which never returns.
+        let pid = unsafe { libc::fork() };
         if pid < 0 {
             return Err(io::Error::last_os_error());
         }
-        stack.leak();
+        if pid == 0 {
+            sentinel_main(read_end.as_raw_fd());
+        }
         drop(read_end);
         Ok(Sentinel {
             pid: Pid::from_raw(pid),
             pipe: write_end,
+            gone: std::cell::Cell::new(false),
         })
     }
 
@@ -89,8 +82,9 @@ impl Sentinel {
     }
 
     fn send(&self, tag: u8, value: i32) {
-        // Five bytes to a pipe are written whole or not at all.
-        if nix::unistd::write(&self.pipe, &record(tag, value)).is_err() {
+        // Five bytes to a pipe are written whole or not at all; SIGPIPE is ignored.
+        if nix::unistd::write(&self.pipe, &record(tag, value)).is_err() && !self.gone.replace(true)
+        {
             tracing::warn!(
                 "the sentinel is gone; a SIGKILL of rank-launch could now leave grandchildren behind"
             );
@@ -98,12 +92,10 @@ impl Sentinel {
     }
 }
 
-/// The sentinel's whole life: collect groups until the pipe closes, then kill them unless
-/// dismissed.
-extern "C" fn sentinel_main(arg: *mut libc::c_void) -> libc::c_int {
-    let pipe = arg as usize as RawFd;
-    // SAFETY: raw system calls on this process's own descriptor table (a copy of rank-launch's),
-    // and reads and writes of this function's own stack variables.
+/// The sentinel's whole life (in the forked child): collect groups until the pipe closes, then
+/// kill them unless dismissed.
+fn sentinel_main(pipe: RawFd) -> ! {
+    // SAFETY: system calls on this process's own descriptors and memory (a private copy).
     unsafe {
         // Hold no other descriptor: an inherited pipe or PMI socket must close when its owner
         // does, and our copy of the pipe's write end must go or the end of file never comes.
@@ -114,12 +106,7 @@ extern "C" fn sentinel_main(arg: *mut libc::c_void) -> libc::c_int {
         if pipe != PIPE_FD {
             libc::dup2(pipe, PIPE_FD);
         }
-        if libc::syscall(libc::SYS_close_range, PIPE_FD + 1, u32::MAX, 0) != 0 {
-            // Kernels before 5.9: one by one.
-            for fd in PIPE_FD + 1..1024 {
-                libc::close(fd);
-            }
-        }
+        close_from(PIPE_FD + 1);
         let mut groups = [0 as libc::pid_t; MAX_GROUPS];
         let mut count = 0;
         let mut dismissed = false;
@@ -152,6 +139,42 @@ extern "C" fn sentinel_main(arg: *mut libc::c_void) -> libc::c_int {
     }
 }
 
+/// Closes every descriptor from `first` on: `close_range` (Linux 5.9), else the entries of
+/// `/proc/self/fd`, else every number below the descriptor limit.
+fn close_from(first: RawFd) {
+    // SAFETY: closing descriptors of this process; `u32::MAX` is close_range's "to the end".
+    if unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0) } == 0 {
+        return;
+    }
+    // Read the list first, then close: closing while iterating would close the directory's
+    // own descriptor under it.
+    if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+        let fds: Vec<RawFd> = dir
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+            .filter(|&fd| fd >= first)
+            .collect();
+        for fd in fds {
+            // SAFETY: as above.
+            unsafe { libc::close(fd) };
+        }
+        return;
+    }
+    // SAFETY: getrlimit fills the struct; closing descriptors of this process.
+    let limit = unsafe {
+        let mut rl: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 {
+            rl.rlim_cur.min(1 << 16) as RawFd
+        } else {
+            1024
+        }
+    };
+    for fd in first..limit {
+        // SAFETY: as above.
+        unsafe { libc::close(fd) };
+    }
+}
+
 /// Reads exactly `buf.len()` bytes; false at end of file or on an error.
 ///
 /// # Safety
@@ -164,8 +187,7 @@ unsafe fn read_full(fd: RawFd, buf: &mut [u8]) -> bool {
         match n {
             0 => return false,
             n if n > 0 => filled += n as usize,
-            // SAFETY: errno of this thread.
-            _ if unsafe { *libc::__errno_location() } == libc::EINTR => {}
+            _ if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) => {}
             _ => return false,
         }
     }

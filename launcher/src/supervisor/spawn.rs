@@ -1,45 +1,81 @@
 //! Starting one program: `clone(CLONE_VM | CLONE_VFORK)` then `execve`, the way `posix_spawn`
 //! does it, with the steps `posix_spawn` cannot take (the parent-death signal, the sentinel
-//! registration) in between.
+//! registration, the terminal) in between.
 //!
 //! Why not `fork`: copying rank-launch's page tables, and the copy-on-write faults that follow
 //! in both processes, cost more than everything else rank-launch does to start a rank. Here
 //! nothing is copied: the child borrows the parent's memory on a stack of its own while the
 //! parent is suspended, until the child's `execve` succeeds or it exits.
 //!
-//! The rule that makes this sound: the child only makes raw system calls on data the parent
-//! prepared (paths, argv, envp, descriptors). It allocates nothing, takes no lock, reads no
-//! thread-local state but `errno`, and reports a failure through an atomic the parent reads
-//! once the clone returns.
+//! The rules that make this sound on every platform:
+//! - the child only makes raw system calls on data the parent prepared (paths, argv, envp,
+//!   descriptors, the signals to reset). It allocates nothing and takes no lock; the only
+//!   shared state it touches is `errno`, and only while the parent is suspended;
+//! - a failure before `execve` is reported through a close-on-exec pipe, never through shared
+//!   memory: the parent reads end of file when the program runs, or the step and `errno` when
+//!   it did not. That works whatever the clone really did: qemu-user, for one, runs
+//!   `CLONE_VM | CLONE_VFORK` as a plain `fork` (own memory, parent not suspended);
+//! - where the kernel (or an emulator) refuses the clone, a plain `fork` runs the same child
+//!   code: rank-launch has one thread, so its copy is consistent;
+//! - the stack is sized from the system's page size ([`stack_layout`]), with a guard page below
+//!   it, so it fits on 4 KiB and on 64 KiB pages alike.
 
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::unistd::Pid;
 
-/// A child's stack: it runs a handful of system calls (`posix_spawn` uses about as much).
-const STACK_SIZE: usize = 64 * 1024;
+/// Usable stack for the child between clone and exec: a handful of system calls need a few
+/// hundred bytes; this leaves a wide margin on every architecture.
+const STACK_MIN: usize = 64 * 1024;
 
-/// A stack for a process started with `CLONE_VM`: an anonymous mapping with an inaccessible
-/// page below it, so an overflow faults instead of writing over the parent's memory.
+/// Where the stack and its guard go in one anonymous mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Layout {
+    /// Total length of the mapping.
+    pub len: usize,
+    /// Length of the inaccessible guard at its bottom (stacks grow down).
+    pub guard: usize,
+}
+
+/// The stack layout for a page size: one whole page of guard, then at least [`STACK_MIN`]
+/// rounded up to whole pages. A guard smaller than a page would be rounded up by `mprotect`
+/// and eat the stack (what a hard-coded 4096 did on 64 KiB pages).
+pub(super) fn stack_layout(page: usize) -> Layout {
+    let page = page.max(4096).next_power_of_two();
+    let stack = STACK_MIN.div_ceil(page) * page;
+    Layout {
+        len: stack + page,
+        guard: page,
+    }
+}
+
+/// The system's page size.
+pub(super) fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(n).ok().filter(|&n| n > 0).unwrap_or(4096)
+}
+
+/// A stack for the clone: an anonymous mapping with an inaccessible guard below it, so an
+/// overflow faults instead of writing over the parent's memory.
 pub(super) struct Stack {
     base: *mut libc::c_void,
-    len: usize,
+    layout: Layout,
 }
 
 impl Stack {
     pub fn new() -> io::Result<Self> {
-        let guard = 4096;
-        let len = STACK_SIZE + guard;
+        let layout = stack_layout(page_size());
         // SAFETY: a fresh anonymous private mapping; nothing else refers to it.
         let base = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                len,
+                layout.len,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
                 -1,
@@ -49,33 +85,39 @@ impl Stack {
         if base == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        // SAFETY: the first page of the mapping made above.
-        if unsafe { libc::mprotect(base, guard, libc::PROT_NONE) } != 0 {
+        // SAFETY: the first `guard` bytes of the mapping made above (a whole page).
+        if unsafe { libc::mprotect(base, layout.guard, libc::PROT_NONE) } != 0 {
             let err = io::Error::last_os_error();
             // SAFETY: the mapping made above, unused.
-            unsafe { libc::munmap(base, len) };
+            unsafe { libc::munmap(base, layout.len) };
             return Err(err);
         }
-        Ok(Stack { base, len })
+        Ok(Stack { base, layout })
     }
 
     /// The initial stack pointer: the top, 16-byte aligned (stacks grow down).
-    pub fn top(&self) -> *mut libc::c_void {
-        ((self.base as usize + self.len) & !15) as *mut libc::c_void
-    }
-
-    /// Leaves the mapping in place for good, for a process that may outlive this one's use.
-    pub fn leak(self) {
-        std::mem::forget(self);
+    fn top(&self) -> *mut libc::c_void {
+        ((self.base as usize + self.layout.len) & !15) as *mut libc::c_void
     }
 }
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        // SAFETY: the mapping made in `new`; no process runs on it any more (the owner drops
-        // it only when no clone is in progress).
-        unsafe { libc::munmap(self.base, self.len) };
+        // SAFETY: the mapping made in `new`; no process runs on it (a clone borrows the stack
+        // mutably and is over before `start` returns).
+        unsafe { libc::munmap(self.base, self.layout.len) };
     }
+}
+
+/// Set once the clone was refused: every later start forks.
+static CLONE_REFUSED: AtomicBool = AtomicBool::new(false);
+
+/// How the child starts, prepared by the supervisor once.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Setup {
+    /// Signals whose disposition must be default again in the child (those rank-launch
+    /// inherited as ignored, and `SIGPIPE`, which rank-launch ignores itself).
+    pub reset_signals: Vec<libc::c_int>,
 }
 
 /// Everything the child needs, prepared by the parent.
@@ -88,6 +130,8 @@ pub(super) struct Launch {
     pub stdio: [Option<RawFd>; 3],
     /// The sentinel pipe's write end: the child registers its process group there.
     pub sentinel: Option<RawFd>,
+    /// Make the child's group the foreground group of the terminal on fd 0.
+    pub foreground: bool,
 }
 
 /// Why a program did not start.
@@ -103,7 +147,7 @@ pub(super) enum LaunchError {
     Other(io::Error),
 }
 
-/// Where the child failed, with `errno`, packed as `step << 16 | errno`.
+/// Where the child failed, sent with `errno` through the report pipe.
 const STEP_SETUP: i32 = 1;
 const STEP_CHDIR: i32 = 2;
 const STEP_EXEC: i32 = 3;
@@ -148,18 +192,29 @@ impl Launch {
             cwd,
             stdio: [None; 3],
             sentinel: None,
+            foreground: false,
         })
     }
 
     /// Starts the child in a process group of its own and returns its pid once it runs the
-    /// program. A child that failed before its `execve` succeeded has been reaped here.
-    pub fn start(&self, stack: &mut Stack) -> Result<Pid, LaunchError> {
+    /// program. A child that failed before its `execve` has been reaped here.
+    pub fn start(&self, stack: &mut Stack, setup: &Setup) -> Result<Pid, LaunchError> {
         let argv = null_terminated(&self.argv);
         let env = null_terminated(&self.env);
         // `execvp`'s fallback: a file the kernel cannot execute (no `#!` line) runs under sh.
         let mut sh_argv = vec![c"/bin/sh".as_ptr(), self.program.as_ptr()];
         sh_argv.extend(argv.iter().skip(1));
-        let failure = AtomicI32::new(0);
+        let (report_r, report_w): (OwnedFd, OwnedFd) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                .map_err(|e| LaunchError::Other(e.into()))?;
+        let mut empty_mask: libc::sigset_t = *nix::sys::signal::SigSet::empty().as_ref();
+        let mut ttou_mask = empty_mask;
+        // SAFETY: both are valid sigsets.
+        unsafe {
+            libc::sigemptyset(&mut empty_mask);
+            libc::sigemptyset(&mut ttou_mask);
+            libc::sigaddset(&mut ttou_mask, libc::SIGTTOU);
+        }
         let child = Child {
             program: self.program.as_ptr(),
             argv: argv.as_ptr(),
@@ -169,39 +224,86 @@ impl Launch {
             stdio: self.stdio.map(|fd| fd.unwrap_or(-1)),
             sentinel: self.sentinel.unwrap_or(-1),
             parent: std::process::id() as libc::pid_t,
-            empty_mask: *nix::sys::signal::SigSet::empty().as_ref(),
-            failure: &failure,
+            report: report_w.as_raw_fd(),
+            reset: setup.reset_signals.as_ptr(),
+            reset_len: setup.reset_signals.len(),
+            foreground: self.foreground,
+            empty_mask,
+            ttou_mask,
         };
-        // SAFETY: `child_main` only reads `child` (alive until clone returns: CLONE_VFORK
-        // suspends us until the child has exec'd or exited) and makes raw system calls; its
-        // stack is `stack`, borrowed mutably here, so no one else runs on it meanwhile.
-        let pid = unsafe {
-            libc::clone(
-                child_main,
-                stack.top(),
-                libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-                std::ptr::from_ref(&child).cast_mut().cast(),
-            )
-        };
-        if pid < 0 {
-            return Err(LaunchError::Other(io::Error::last_os_error()));
+        let arg = std::ptr::from_ref(&child).cast_mut().cast();
+        let mut pid = -1;
+        if !CLONE_REFUSED.load(Ordering::Relaxed) {
+            // SAFETY: `child_main` only reads `child` (alive until this function returns: with
+            // CLONE_VFORK we are suspended until the child has exec'd or exited; if the clone
+            // degraded to a fork, the child reads its own copy) and makes raw system calls. Its
+            // stack is `stack`, borrowed mutably here, so no one else runs on it meanwhile.
+            pid = unsafe {
+                libc::clone(
+                    child_main,
+                    stack.top(),
+                    libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                    arg,
+                )
+            };
+            if pid < 0 {
+                let err = io::Error::last_os_error();
+                match err.raw_os_error() {
+                    Some(libc::EINVAL | libc::ENOSYS | libc::EPERM) => {
+                        CLONE_REFUSED.store(true, Ordering::Relaxed);
+                    }
+                    _ => return Err(LaunchError::Other(err)),
+                }
+            }
         }
+        if pid < 0 {
+            // SAFETY: rank-launch has a single thread, so the child's copy of the process is
+            // consistent; the child only runs `child_main`, which never returns.
+            pid = unsafe { libc::fork() };
+            if pid == 0 {
+                child_main(arg);
+                // SAFETY: not reached (`child_main` exits); `_exit` just in case.
+                unsafe { libc::_exit(127) };
+            }
+            if pid < 0 {
+                return Err(LaunchError::Other(io::Error::last_os_error()));
+            }
+        }
+        drop(report_w);
         let pid = Pid::from_raw(pid);
-        let code = failure.load(Ordering::Acquire);
-        if code == 0 {
+        let mut report = [0u8; 8];
+        let got = read_report(&report_r, &mut report);
+        if got < report.len() {
+            // End of file: the program runs (the pipe closed on exec).
             return Ok(pid);
         }
         // The child exited with 127 before running anything: reap it now, so the loop never
         // sees a process it does not know.
         let _ = nix::sys::wait::waitpid(pid, None);
-        let err = io::Error::from_raw_os_error(code & 0xffff);
-        Err(match code >> 16 {
+        let step = i32::from_ne_bytes([report[0], report[1], report[2], report[3]]);
+        let errno = i32::from_ne_bytes([report[4], report[5], report[6], report[7]]);
+        let err = io::Error::from_raw_os_error(errno);
+        Err(match step {
             STEP_CHDIR => LaunchError::Chdir(err),
-            STEP_EXEC if code & 0xffff == libc::ENOENT => LaunchError::NotFound,
+            STEP_EXEC if errno == libc::ENOENT => LaunchError::NotFound,
             STEP_EXEC => LaunchError::NotExecutable(err),
             _ => LaunchError::Other(err),
         })
     }
+}
+
+/// Reads the child's report until end of file or a full record; returns the bytes read.
+fn read_report(fd: &OwnedFd, buf: &mut [u8; 8]) -> usize {
+    let mut got = 0;
+    while got < buf.len() {
+        match nix::unistd::read(fd, &mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => break,
+        }
+    }
+    got
 }
 
 fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
@@ -251,7 +353,7 @@ fn resolve(program: &OsStr, path_var: Option<&OsStr>) -> Result<Vec<u8>, LaunchE
 }
 
 /// The child's view: raw pointers into the parent's prepared data.
-struct Child<'a> {
+struct Child {
     program: *const libc::c_char,
     argv: *const *const libc::c_char,
     env: *const *const libc::c_char,
@@ -260,21 +362,28 @@ struct Child<'a> {
     stdio: [RawFd; 3],
     sentinel: RawFd,
     parent: libc::pid_t,
+    report: RawFd,
+    reset: *const libc::c_int,
+    reset_len: usize,
+    foreground: bool,
     empty_mask: libc::sigset_t,
-    failure: &'a AtomicI32,
+    ttou_mask: libc::sigset_t,
 }
 
 /// The child, between the clone and the `execve`: raw system calls only.
 extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
-    // SAFETY: `arg` points to the parent's `Child`, alive while the parent is suspended.
-    let c = unsafe { &*(arg as *const Child<'_>) };
+    // SAFETY: `arg` points to the parent's `Child` (or this process's copy of it), alive while
+    // the parent waits for the report.
+    let c = unsafe { &*(arg as *const Child) };
     let fail = |step: i32| -> ! {
-        // SAFETY: reads this thread's errno (the parent's, which is suspended) and exits
-        // without running any of the parent's exit handlers.
+        // SAFETY: reads this thread's errno (the parent's, which is suspended, or our own after a
+        // fork), writes 8 bytes to the report pipe and exits without running any exit handler.
         unsafe {
-            let errno = *libc::__errno_location();
-            c.failure
-                .store(step << 16 | errno.max(1), Ordering::Release);
+            let errno = (*libc::__errno_location()).max(1);
+            let mut record = [0u8; 8];
+            record[..4].copy_from_slice(&step.to_ne_bytes());
+            record[4..].copy_from_slice(&errno.to_ne_bytes());
+            libc::write(c.report, record.as_ptr().cast(), record.len());
             libc::_exit(127)
         }
     };
@@ -283,11 +392,12 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         if libc::setpgid(0, 0) != 0 {
             fail(STEP_SETUP);
         }
-        // rank-launch ignores SIGPIPE; the program gets the default back. Handlers are reset
-        // by execve itself, and rank-launch's handled signals are blocked, not caught.
-        let mut default: libc::sigaction = std::mem::zeroed();
-        default.sa_sigaction = libc::SIG_DFL;
-        libc::sigaction(libc::SIGPIPE, &default, std::ptr::null_mut());
+        if c.foreground {
+            // A background group that sets the terminal's foreground gets SIGTTOU: block it
+            // for the call (the mask is cleared below).
+            libc::sigprocmask(libc::SIG_BLOCK, &c.ttou_mask, std::ptr::null_mut());
+            libc::tcsetpgrp(0, libc::getpid());
+        }
         if libc::prctl(
             libc::PR_SET_PDEATHSIG,
             libc::SIGKILL as libc::c_ulong,
@@ -303,7 +413,8 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             libc::kill(libc::getpid(), libc::SIGKILL);
         }
         if c.sentinel >= 0 {
-            // A 5-byte write to a pipe is atomic; setpgid(0, 0) ran, so the group id is our pid.
+            // A 5-byte write to a pipe is atomic; setpgid(0, 0) ran, so the group id is our
+            // pid. SIGPIPE is still ignored here: a dead sentinel gives EPIPE, not our death.
             let record = super::sentinel::record(super::sentinel::REGISTER, libc::getpid());
             libc::write(c.sentinel, record.as_ptr().cast(), record.len());
         }
@@ -325,6 +436,15 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         if !c.cwd.is_null() && libc::chdir(c.cwd) != 0 {
             fail(STEP_CHDIR);
         }
+        // Dispositions survive execve when ignored: what rank-launch inherited as ignored (a
+        // `nohup`, a shell's background job) and its own SIGPIPE go back to default, so that
+        // forwarded signals act on the program. Handlers are reset by execve itself, and the
+        // signals rank-launch handles are blocked, not caught.
+        let mut default: libc::sigaction = std::mem::zeroed();
+        default.sa_sigaction = libc::SIG_DFL;
+        for i in 0..c.reset_len {
+            libc::sigaction(*c.reset.add(i), &default, std::ptr::null_mut());
+        }
         libc::sigprocmask(libc::SIG_SETMASK, &c.empty_mask, std::ptr::null_mut());
         libc::execve(c.program, c.argv, c.env);
         if *libc::__errno_location() == libc::ENOEXEC {
@@ -338,6 +458,27 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stack_layout_fits_every_page_size() {
+        // (page size, total mapping, guard)
+        let table = [
+            (4096, 68 * 1024, 4096),
+            (16384, 80 * 1024, 16384),
+            (65536, 128 * 1024, 65536),
+            // Odd values are not page sizes; they are rounded to one.
+            (0, 68 * 1024, 4096),
+            (12288, 80 * 1024, 16384),
+        ];
+        for (page, len, guard) in table {
+            let l = stack_layout(page);
+            assert_eq!(l, Layout { len, guard }, "page {page}");
+            let real_page = page.max(4096).next_power_of_two();
+            assert_eq!(l.len % real_page, 0, "whole pages at {page}");
+            assert!(l.len - l.guard >= STACK_MIN, "usable stack at {page}");
+        }
+        assert!(page_size().is_power_of_two());
+    }
 
     #[test]
     fn resolves_like_execvp() {

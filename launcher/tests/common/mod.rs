@@ -13,8 +13,34 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::killpg;
 use nix::unistd::Pid;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_rank-launch");
 pub const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The rank-launch under test: this build's, or `RANK_LAUNCH_TEST_BIN` (e.g. the static
+/// aarch64 binary of `scripts/build`).
+pub fn bin() -> PathBuf {
+    std::env::var_os("RANK_LAUNCH_TEST_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_rank-launch")),
+        PathBuf::from,
+    )
+}
+
+/// A command that runs rank-launch: directly, or under `RANK_LAUNCH_TEST_RUNNER` (e.g.
+/// `qemu-aarch64`, which runs a foreign binary with the host's kernel).
+pub fn rank_launch_command() -> Command {
+    match std::env::var_os("RANK_LAUNCH_TEST_RUNNER").filter(|r| !r.is_empty()) {
+        Some(runner) => {
+            let mut cmd = Command::new(runner);
+            cmd.arg(bin());
+            cmd
+        }
+        None => Command::new(bin()),
+    }
+}
+
+/// True when rank-launch runs under an emulator: timing bounds get more room.
+pub fn emulated() -> bool {
+    std::env::var_os("RANK_LAUNCH_TEST_RUNNER").is_some_and(|r| !r.is_empty())
+}
 
 /// A running rank-launch with its output lines arriving on channels.
 pub struct Running {
@@ -34,7 +60,7 @@ pub fn base_env() -> BTreeMap<String, String> {
 }
 
 pub fn start(args: &[&str], env: &BTreeMap<String, String>) -> Running {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = rank_launch_command();
     // Its own session: everything it starts stays in it (unless it calls setsid itself), so
     // the tests can count what is left.
     // SAFETY: setsid is async-signal-safe and the closure allocates nothing.
@@ -212,6 +238,17 @@ pub fn group_alive(pgid: Pid) -> bool {
                     })
                 })
         })
+}
+
+/// The install gate directory rank-launch uses for this environment, role and command.
+pub fn gate_path(root: &Path, env: &BTreeMap<String, String>, role: &str, cmd: &str) -> PathBuf {
+    let map: rank_launch::rank::EnvMap = env.clone().into_iter().collect();
+    let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    let job = rank_launch::plan::job_key(&map, 0);
+    rank_launch::gate::gate_dir(
+        root,
+        &rank_launch::plan::gate_key(&map, &job, &host, role, cmd),
+    )
 }
 
 /// Waits until `cond` holds, checking often, or fails after `limit`.
