@@ -266,6 +266,7 @@ fn launch(
         "starting"
     );
     let started = Instant::now();
+    let started_at = std::time::SystemTime::now();
     let fi = workspace
         .as_ref()
         .map(|ws| ws.dir.as_os_str().to_os_string());
@@ -295,7 +296,7 @@ fn launch(
             &host,
             env_map.get("SLURMD_NODENAME").map(String::as_str),
             &outcome,
-            started.elapsed(),
+            (started_at, started.elapsed()),
         ) {
             tracing::error!("{err:#}");
         }
@@ -315,7 +316,7 @@ fn write_summary(
     host: &str,
     slurm_node: Option<&str>,
     outcome: &run::Outcome,
-    elapsed: Duration,
+    (started_at, elapsed): (std::time::SystemTime, Duration),
 ) -> anyhow::Result<()> {
     use crate::exit::ChildEnd;
     let info = &plan.info;
@@ -354,6 +355,8 @@ fn write_summary(
         "reason": outcome.reason,
         "left_behind": outcome.left_behind,
         "duration_ms": elapsed.as_millis() as u64,
+        "started_unix_us": unix_us(started_at),
+        "ended_unix_us": unix_us(std::time::SystemTime::now()),
         "gate_released_unix_us": outcome.gate_released_at.map(unix_us),
         "children": children,
     });

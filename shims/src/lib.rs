@@ -11,6 +11,10 @@
 //!   ([`proxy`], [`mgmn`]).
 //! - `shim-role`: GEN/CTX servers, DISAGG_SERVER router and BENCHMARK client, coordinating
 //!   through run-scoped files in `$jobWorkspace` ([`roles`], [`coord`], [`http`], [`bench`]).
+//! - `shim-task`: the task of MPI rank 0 in its simplest form, an LLM API client of the proxy.
+//!
+//! Like every TensorRT-LLM process, each of them initialises MPI first thing ([`import`]), so
+//! one that is started with the wrong environment fails the way the real one does.
 //!
 //! They exist so the launcher and the generated launch scripts can be tested end to end, with
 //! real MPI and real processes, on machines without GPUs or models.
@@ -20,6 +24,7 @@ pub mod coord;
 pub mod edge;
 pub mod envs;
 pub mod http;
+pub mod import;
 pub mod log;
 pub mod mgmn;
 pub mod proxy;

@@ -18,7 +18,6 @@
 //!   a fence: all ranks must reach it) and exits 0. A `SIGTERM` that arrives while the leader
 //!   is inside a collective (which never returns once a rank died) ends it at once.
 
-use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -28,7 +27,7 @@ use mpi::collective::SystemOperation;
 use mpi::topology::SimpleCommunicator;
 use mpi::traits::*;
 
-use crate::proxy::{self, Key, Reply, Request};
+use crate::proxy::{self, Key, Listener, Reply, Request};
 use crate::say;
 
 /// MPI tag of leader → worker commands.
@@ -146,11 +145,11 @@ pub fn install_term_handler() -> Result<(), String> {
 
 /// Accepts proxy clients on a thread; each authenticated one gets its own thread that turns
 /// its requests into [`Job`]s.
-pub fn spawn_acceptor(listener: TcpListener, key: Key, jobs: Sender<Job>) {
+pub fn spawn_acceptor(listener: Listener, key: Key, jobs: Sender<Job>) {
     let active = Arc::new(AtomicUsize::new(0));
     std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let stream = match stream {
+        loop {
+            let stream = match listener.accept() {
                 Ok(s) => s,
                 Err(e) => {
                     say!("accept failed: {e}");
@@ -172,11 +171,8 @@ pub fn spawn_acceptor(listener: TcpListener, key: Key, jobs: Sender<Job>) {
     });
 }
 
-fn serve_client(stream: std::net::TcpStream, key: &Key, jobs: &Sender<Job>) {
-    let peer = stream
-        .peer_addr()
-        .map_or_else(|_| "?".to_string(), |a| a.to_string());
-    let _ = stream.set_nodelay(true);
+fn serve_client(stream: proxy::Stream, key: &Key, jobs: &Sender<Job>) {
+    let peer = stream.peer();
     let mut session = match proxy::server_handshake(stream, key, HANDSHAKE_TIMEOUT) {
         Ok(s) => s,
         Err(e) => {

@@ -2,8 +2,9 @@
 //! per-step HMAC key that `rank-launch` hands both of them.
 //!
 //! TensorRT-LLM's proxy talks ZMQ with HMAC-signed pickles; the stand-in keeps the contract
-//! (loopback TCP at `TLLM_SPAWN_PROXY_PROCESS_IPC_ADDR`, key in
-//! `TLLM_SPAWN_PROXY_PROCESS_IPC_HMAC_KEY`) with a small protocol of its own:
+//! (`TLLM_SPAWN_PROXY_PROCESS_IPC_ADDR`: loopback TCP `tcp://127.0.0.1:<port>`, or a Unix
+//! socket `ipc://<path>` as ZMQ's ipc transport; key in `TLLM_SPAWN_PROXY_PROCESS_IPC_HMAC_KEY`)
+//! with a small protocol of its own:
 //!
 //! - frames are a 4-byte big-endian length and at most [`MAX_FRAME`] bytes;
 //! - handshake (mutual challenge–response, so neither side learns anything without the key):
@@ -19,7 +20,9 @@
 //! an hour). The key is never printed: [`Key`]'s `Debug` is redacted and it has no `Display`.
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use hmac::{KeyInit, Mac};
@@ -55,7 +58,7 @@ pub enum ProxyError {
     )]
     BadKey { len: usize, detail: &'static str },
     #[error(
-        "`{ADDR_VAR}` is `{value}`: expected `tcp://<loopback ip>:<port>` (the proxy never listens beyond this host)"
+        "`{ADDR_VAR}` is `{value}`: expected `tcp://<loopback ip>:<port>` (the proxy never listens beyond this host) or `ipc://<path>`"
     )]
     BadAddr { value: String },
     #[error("{what} timed out after {after:?}")]
@@ -159,27 +162,139 @@ fn verify_with(key: &[u8], parts: &[&[u8]], tag: &[u8]) -> bool {
     hmac_of(key, parts).verify_slice(tag).is_ok()
 }
 
-/// Parses `tcp://<ip>:<port>`.
-/// Parses the proxy address. Only loopback addresses are accepted: the proxy carries the
-/// task's requests to the MPI world and must not be reachable from another host.
-pub fn parse_addr(text: &str) -> Result<SocketAddr, ProxyError> {
-    text.trim()
-        .strip_prefix("tcp://")
+/// Where the leader listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Addr {
+    /// A loopback TCP address.
+    Tcp(SocketAddr),
+    /// A Unix socket (ZMQ's `ipc://` transport).
+    Ipc(PathBuf),
+}
+
+impl std::fmt::Display for Addr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Addr::Tcp(addr) => write!(f, "tcp://{addr}"),
+            Addr::Ipc(path) => write!(f, "ipc://{}", path.display()),
+        }
+    }
+}
+
+/// Parses the proxy address: `tcp://<loopback ip>:<port>` (the proxy carries the task's
+/// requests to the MPI world and must not be reachable from another host) or `ipc://<path>`.
+pub fn parse_addr(text: &str) -> Result<Addr, ProxyError> {
+    let text = text.trim();
+    let bad = || ProxyError::BadAddr {
+        value: text.to_string(),
+    };
+    if let Some(path) = text.strip_prefix("ipc://") {
+        if path.is_empty() {
+            return Err(bad());
+        }
+        return Ok(Addr::Ipc(PathBuf::from(path)));
+    }
+    text.strip_prefix("tcp://")
         .and_then(|rest| rest.parse::<SocketAddr>().ok())
         .filter(|addr| addr.ip().is_loopback())
-        .ok_or_else(|| ProxyError::BadAddr {
-            value: text.to_string(),
-        })
+        .map(Addr::Tcp)
+        .ok_or_else(bad)
 }
 
 /// Reads [`ADDR_VAR`].
-pub fn addr_from_env() -> Result<SocketAddr, ProxyError> {
+pub fn addr_from_env() -> Result<Addr, ProxyError> {
     match std::env::var(ADDR_VAR) {
         Ok(text) => parse_addr(&text),
         Err(_) => Err(ProxyError::MissingVar {
             var: ADDR_VAR,
             why: "run under `rank-launch` (MPI worker path), which sets the proxy address",
         }),
+    }
+}
+
+/// A connection, over either transport.
+#[derive(Debug)]
+pub enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    fn set_timeouts(&self, t: Option<Duration>) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_read_timeout(t).and_then(|()| s.set_write_timeout(t)),
+            Stream::Unix(s) => s.set_read_timeout(t).and_then(|()| s.set_write_timeout(t)),
+        }
+    }
+
+    /// The peer, for logs.
+    pub fn peer(&self) -> String {
+        match self {
+            Stream::Tcp(s) => s
+                .peer_addr()
+                .map_or_else(|_| "?".to_string(), |a| a.to_string()),
+            Stream::Unix(_) => "a local client".to_string(),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.flush(),
+            Stream::Unix(s) => s.flush(),
+        }
+    }
+}
+
+/// The leader's listening socket.
+pub enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+impl Listener {
+    /// Binds `addr`. A stale Unix socket at the path is replaced (as ZMQ's ipc bind does);
+    /// anything else there is an error.
+    pub fn bind(addr: &Addr) -> io::Result<Listener> {
+        match addr {
+            Addr::Tcp(a) => TcpListener::bind(a).map(Listener::Tcp),
+            Addr::Ipc(path) => {
+                use std::os::unix::fs::FileTypeExt;
+                if let Ok(meta) = std::fs::symlink_metadata(path) {
+                    if meta.file_type().is_socket() {
+                        std::fs::remove_file(path)?;
+                    }
+                }
+                UnixListener::bind(path).map(Listener::Unix)
+            }
+        }
+    }
+
+    /// The next connection.
+    pub fn accept(&self) -> io::Result<Stream> {
+        match self {
+            Listener::Tcp(l) => l.accept().map(|(s, _)| {
+                let _ = s.set_nodelay(true);
+                Stream::Tcp(s)
+            }),
+            Listener::Unix(l) => l.accept().map(|(s, _)| Stream::Unix(s)),
+        }
     }
 }
 
@@ -193,7 +308,7 @@ fn random_nonce() -> Result<[u8; NONCE], ProxyError> {
 }
 
 fn write_frame(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     parts: &[&[u8]],
     what: &'static str,
     t: Duration,
@@ -214,11 +329,7 @@ fn write_frame(
         .map_err(|e| ProxyError::io(what, e, t))
 }
 
-fn read_frame(
-    stream: &mut TcpStream,
-    what: &'static str,
-    t: Duration,
-) -> Result<Vec<u8>, ProxyError> {
+fn read_frame(stream: &mut Stream, what: &'static str, t: Duration) -> Result<Vec<u8>, ProxyError> {
     let mut len = [0u8; 4];
     stream
         .read_exact(&mut len)
@@ -236,20 +347,17 @@ fn read_frame(
     Ok(buf)
 }
 
-fn set_timeouts(stream: &TcpStream, t: Option<Duration>) -> Result<(), ProxyError> {
+fn set_timeouts(stream: &Stream, t: Option<Duration>) -> Result<(), ProxyError> {
     let t = t.map(|d| d.max(Duration::from_millis(1)));
-    stream
-        .set_read_timeout(t)
-        .and_then(|()| stream.set_write_timeout(t))
-        .map_err(|source| ProxyError::Io {
-            what: "setting socket timeouts",
-            source,
-        })
+    stream.set_timeouts(t).map_err(|source| ProxyError::Io {
+        what: "setting socket timeouts",
+        source,
+    })
 }
 
 /// An authenticated connection, either side.
 pub struct Session {
-    stream: TcpStream,
+    stream: Stream,
     key: [u8; MAC],
     send_dir: u8,
     recv_dir: u8,
@@ -262,13 +370,13 @@ pub struct Session {
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Session")
-            .field("peer", &self.stream.peer_addr().ok())
+            .field("peer", &self.stream.peer())
             .finish_non_exhaustive()
     }
 }
 
 impl Session {
-    fn new(stream: TcpStream, key: &Key, s: &[u8], c: &[u8], server: bool) -> Session {
+    fn new(stream: Stream, key: &Key, s: &[u8], c: &[u8], server: bool) -> Session {
         let (send_dir, recv_dir) = if server { (b'S', b'C') } else { (b'C', b'S') };
         Session {
             stream,
@@ -316,16 +424,16 @@ impl Session {
             .map_err(|e| ProxyError::Protocol(format!("decoding a message: {e}")))
     }
 
-    /// The peer's address, for logs.
-    pub fn peer(&self) -> Option<SocketAddr> {
-        self.stream.peer_addr().ok()
+    /// The peer, for logs.
+    pub fn peer(&self) -> String {
+        self.stream.peer()
     }
 }
 
 /// Server side of the handshake on an accepted connection. On a failed proof the client gets
 /// `denied` and the error is returned; the caller logs it and keeps serving others.
 pub fn server_handshake(
-    mut stream: TcpStream,
+    mut stream: Stream,
     key: &Key,
     timeout: Duration,
 ) -> Result<Session, ProxyError> {
@@ -357,7 +465,7 @@ pub fn server_handshake(
 
 /// Client side of the handshake.
 pub fn client_handshake(
-    mut stream: TcpStream,
+    mut stream: Stream,
     key: &Key,
     timeout: Duration,
 ) -> Result<Session, ProxyError> {
@@ -418,7 +526,7 @@ pub struct Client {
 impl Client {
     /// Connects to the leader, retrying while it is not listening yet (it starts at the same
     /// time as the task), then authenticates. Everything within `timeout`.
-    pub fn connect(addr: SocketAddr, key: &Key, timeout: Duration) -> Result<Client, ProxyError> {
+    pub fn connect(addr: &Addr, key: &Key, timeout: Duration) -> Result<Client, ProxyError> {
         let start = Instant::now();
         let mut delay = Duration::from_millis(10);
         let stream = loop {
@@ -429,12 +537,21 @@ impl Client {
                     after: timeout,
                 });
             }
-            match TcpStream::connect_timeout(&addr, left) {
+            let attempt = match addr {
+                Addr::Tcp(a) => TcpStream::connect_timeout(a, left).map(|s| {
+                    let _ = s.set_nodelay(true);
+                    Stream::Tcp(s)
+                }),
+                Addr::Ipc(path) => UnixStream::connect(path).map(Stream::Unix),
+            };
+            match attempt {
                 Ok(stream) => break stream,
                 Err(e)
                     if matches!(
                         e.kind(),
-                        io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset
+                        io::ErrorKind::ConnectionRefused
+                            | io::ErrorKind::ConnectionReset
+                            | io::ErrorKind::NotFound
                     ) =>
                 {
                     std::thread::sleep(delay.min(left));
@@ -443,7 +560,6 @@ impl Client {
                 Err(e) => return Err(ProxyError::io("connecting to the MPI leader", e, left)),
             }
         };
-        let _ = stream.set_nodelay(true);
         let left = timeout
             .saturating_sub(start.elapsed())
             .max(Duration::from_millis(100));
@@ -481,7 +597,7 @@ pub fn expected_rank_sum(n: u32) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::{Ipv4Addr, TcpListener};
+    use std::net::Ipv4Addr;
 
     const HEX: &str = "00112233445566778899aabbccddeeff00112233445566778899AABBCCDDEEFF";
 
@@ -507,12 +623,16 @@ mod tests {
     fn addresses() {
         assert_eq!(
             parse_addr("tcp://127.0.0.1:5555").unwrap(),
-            "127.0.0.1:5555".parse().unwrap()
+            Addr::Tcp("127.0.0.1:5555".parse().unwrap())
+        );
+        assert_eq!(
+            parse_addr("ipc:///tmp/x").unwrap(),
+            Addr::Ipc("/tmp/x".into())
         );
         for bad in [
             "127.0.0.1:5",
             "tcp://localhost:5",
-            "ipc:///tmp/x",
+            "ipc://",
             "tcp://1.2.3.4",
             "tcp://0.0.0.0:5555",
             "tcp://10.0.0.1:5555",
@@ -528,11 +648,11 @@ mod tests {
         assert_eq!(expected_rank_sum(4), 6);
     }
 
-    fn serve_once(key: Key) -> (SocketAddr, std::thread::JoinHandle<Result<(), ProxyError>>) {
+    fn serve_once(key: Key) -> (Addr, std::thread::JoinHandle<Result<(), ProxyError>>) {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-        let addr = listener.local_addr().unwrap();
+        let addr = Addr::Tcp(listener.local_addr().unwrap());
         let handle = std::thread::spawn(move || {
-            let (stream, _) = listener.accept().unwrap();
+            let stream = Listener::Tcp(listener).accept().unwrap();
             let mut session = server_handshake(stream, &key, Duration::from_secs(5))?;
             let request: Request = session.recv()?;
             assert_eq!(request, Request::Allreduce);
@@ -548,9 +668,37 @@ mod tests {
     fn right_key_round_trip() {
         let key = Key::from_hex(HEX).unwrap();
         let (addr, server) = serve_once(key.clone());
-        let mut client = Client::connect(addr, &key, Duration::from_secs(5)).unwrap();
+        let mut client = Client::connect(&addr, &key, Duration::from_secs(5)).unwrap();
         assert_eq!(client.allreduce(Duration::from_secs(5)).unwrap(), (6, 4));
         server.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn ipc_round_trip_replaces_a_stale_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = Addr::Ipc(dir.path().join("proxy.sock"));
+        // A socket left by an earlier run.
+        drop(Listener::bind(&addr).unwrap());
+        let listener = Listener::bind(&addr).unwrap();
+        let key = Key::from_hex(HEX).unwrap();
+        let server_key = key.clone();
+        let server = std::thread::spawn(move || {
+            let stream = listener.accept().unwrap();
+            let mut session = server_handshake(stream, &server_key, Duration::from_secs(5))?;
+            let _: Request = session.recv()?;
+            session.send(&Reply::Sum {
+                sum: 1,
+                world_size: 2,
+            })
+        });
+        let mut client = Client::connect(&addr, &key, Duration::from_secs(5)).unwrap();
+        assert_eq!(client.allreduce(Duration::from_secs(5)).unwrap(), (1, 2));
+        server.join().unwrap().unwrap();
+        // Anything but a socket at the path is not removed.
+        let file = dir.path().join("file");
+        std::fs::write(&file, "x").unwrap();
+        assert!(Listener::bind(&Addr::Ipc(file.clone())).is_err());
+        assert!(file.exists());
     }
 
     #[test]
@@ -558,7 +706,7 @@ mod tests {
         let key = Key::from_hex(HEX).unwrap();
         let other = Key::from_hex(&"ab".repeat(32)).unwrap();
         let (addr, server) = serve_once(key);
-        let err = Client::connect(addr, &other, Duration::from_secs(5)).unwrap_err();
+        let err = Client::connect(&addr, &other, Duration::from_secs(5)).unwrap_err();
         assert!(matches!(err, ProxyError::Denied), "{err}");
         let server_err = server.join().unwrap().unwrap_err();
         assert!(
@@ -570,10 +718,10 @@ mod tests {
     #[test]
     fn a_silent_server_times_out() {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-        let addr = listener.local_addr().unwrap();
+        let addr = Addr::Tcp(listener.local_addr().unwrap());
         let key = Key::from_hex(HEX).unwrap();
         let started = Instant::now();
-        let err = Client::connect(addr, &key, Duration::from_millis(300)).unwrap_err();
+        let err = Client::connect(&addr, &key, Duration::from_millis(300)).unwrap_err();
         assert!(matches!(err, ProxyError::Timeout { .. }), "{err}");
         assert!(started.elapsed() < Duration::from_secs(3));
         drop(listener);

@@ -295,7 +295,7 @@ pub fn run_server(common: &Common) -> Result<(), RoleError> {
     let proxy_timeout = Duration::from_secs_f64(proxy_secs.clamp(0.1, 3600.0));
 
     let started = Instant::now();
-    let mut client = Client::connect(addr, &key, common.timeout.min(Duration::from_secs(60)))?;
+    let mut client = Client::connect(&addr, &key, common.timeout.min(Duration::from_secs(60)))?;
     // The first task waits for the whole world to come up (MPI_Init on every rank): a wait
     // like the others, bounded by SHIM_TIMEOUT; later tasks get the proxy timeout.
     let (sum, n) = client.allreduce(common.timeout)?;

@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::{Proc, command, has_hex64, mpirun, run};
-use shims::proxy::{Client, Key, ProxyError};
+use shims::proxy::{Addr, Client, Key, ProxyError};
 
 const KEY: &str = "3f1c0d9e8b7a69584736251403f2e1d0c9b8a79685746352413021f0e9d8c7b6";
 const WRONG: &str = "0000000000000000000000000000000000000000000000000000000000000001";
@@ -47,7 +47,7 @@ fn wrong_keys_are_refused_and_the_leader_keeps_serving() {
     let key = Key::from_hex(KEY).unwrap();
 
     // A wrong key: the leader answers `denied`.
-    let err = Client::connect(addr, &Key::from_hex(WRONG).unwrap(), T).unwrap_err();
+    let err = Client::connect(&Addr::Tcp(addr), &Key::from_hex(WRONG).unwrap(), T).unwrap_err();
     assert!(matches!(err, ProxyError::Denied), "{err}\n{}", world.all());
     // Junk, and a client that never answers the challenge: neither blocks anyone else.
     let mut junk = TcpStream::connect(addr).unwrap();
@@ -56,7 +56,7 @@ fn wrong_keys_are_refused_and_the_leader_keeps_serving() {
     let _silent = TcpStream::connect(addr).unwrap();
 
     let started = Instant::now();
-    let mut client = Client::connect(addr, &key, T).expect("right key");
+    let mut client = Client::connect(&Addr::Tcp(addr), &key, T).expect("right key");
     assert_eq!(client.allreduce(T).expect("allreduce"), (1, 2));
     assert!(
         started.elapsed() < Duration::from_secs(3),
@@ -215,7 +215,7 @@ fn sigterm_ends_a_leader_stuck_in_a_collective_at_once() {
     // A frozen worker: the leader's next allreduce cannot complete.
     kill(worker, Signal::SIGSTOP).unwrap();
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let mut client = Client::connect(addr, &Key::from_hex(KEY).unwrap(), T).unwrap();
+    let mut client = Client::connect(&Addr::Tcp(addr), &Key::from_hex(KEY).unwrap(), T).unwrap();
     let err = client.allreduce(Duration::from_millis(500)).unwrap_err();
     assert!(matches!(err, ProxyError::Timeout { .. }), "{err}");
 

@@ -1,11 +1,17 @@
 //! `shim-leader`: the MPI leader (rank 0, beside the task) and, with `--action stop`, the
 //! authenticated client that stops it. Stand-in for `tensorrt_llm.llmapi.mgmn_leader_node`.
 //!
-//! `--action start` (default): bind the proxy address, initialise MPI, serve tasks until an
-//! authenticated stop (or `SIGTERM`), stop the workers, finalize, exit 0.
-//! `--action stop`: connect with the key, ask the leader to stop, exit 0 once it confirms.
+//! Both actions initialise MPI first, as the real module does when it imports the package: the
+//! leader joins the launcher's world as rank 0; the stop helper must be an MPI singleton, and
+//! started with the running world's environment it fails inside `MPI_Init` like the real one.
+//!
+//! `--action start` (default): initialise MPI, bind the proxy address, serve tasks until an
+//! authenticated stop (or `SIGTERM`), stop the workers, finalize within
+//! `TLLM_MGMN_SHUTDOWN_GRACE_SECONDS` (else exit 1 without finalizing, which fails the world),
+//! exit 0.
+//! `--action stop`: initialise MPI (a singleton), connect with the key, ask the leader to stop,
+//! exit 0 once it confirms.
 
-use std::net::TcpListener;
 use std::process::ExitCode;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -14,7 +20,7 @@ use anyhow::{Context, anyhow};
 use mpi::traits::*;
 use shims::edge::{self, Fail};
 use shims::mgmn::{self, LeaderEnd};
-use shims::proxy::{self, Client, Key, Reply, Request};
+use shims::proxy::{self, Client, Key, Listener, Reply, Request};
 use shims::{envs, say};
 
 const HELP: &str = "\
@@ -23,8 +29,10 @@ shim-leader [--action start|stop]: MPI leader stand-in (rank 0 of the step)
   start (default)  serve the proxy at $TLLM_SPAWN_PROXY_PROCESS_IPC_ADDR for the MPI world
   stop             ask the leader at that address to stop its world (authenticated)
 
-Needs TLLM_SPAWN_PROXY_PROCESS_IPC_ADDR and TLLM_SPAWN_PROXY_PROCESS_IPC_HMAC_KEY (set by
-rank-launch). SHIM_STOP_TIMEOUT bounds the stop client (seconds, default 5).
+Needs TLLM_SPAWN_PROXY_PROCESS_IPC_ADDR (tcp://127.0.0.1:PORT or ipc://PATH) and
+TLLM_SPAWN_PROXY_PROCESS_IPC_HMAC_KEY (set by rank-launch). Both actions initialise MPI first,
+like the TensorRT-LLM package import. SHIM_STOP_TIMEOUT bounds the stop client (seconds, default
+5); TLLM_MGMN_SHUTDOWN_GRACE_SECONDS bounds the leader's shutdown after a stop (default 60).
 Exit codes: 0 success, 1 failure, 2 bad input.
 ";
 
@@ -90,16 +98,19 @@ fn main() -> ExitCode {
 }
 
 fn stop() -> Result<(), Fail> {
+    // First, as the package import does: a stop helper that sees a running world's variables
+    // dies here, inside MPI_Init.
+    let universe = shims::import::init().map_err(|e| edge::failed(anyhow!(e)))?;
     let key = Key::from_env().map_err(edge::bad_input)?;
     let addr = proxy::addr_from_env().map_err(edge::bad_input)?;
     let secs: f64 =
         envs::parse_or("SHIM_STOP_TIMEOUT", 5.0, "a number of seconds").map_err(edge::bad_input)?;
     let timeout = Duration::from_secs_f64(secs.clamp(0.1, 3600.0));
     let started = Instant::now();
-    let mut client = Client::connect(addr, &key, timeout)
+    let mut client = Client::connect(&addr, &key, timeout)
         .with_context(|| format!("stopping the leader at {addr}"))
         .map_err(edge::failed)?;
-    match client.call(Request::Stop, timeout) {
+    let result = match client.call(Request::Stop, timeout) {
         Ok(Reply::Stopping) => {
             say!(
                 "leader at {addr} is stopping ({} ms)",
@@ -111,23 +122,53 @@ fn stop() -> Result<(), Fail> {
         Err(e) => Err(edge::failed(
             anyhow::Error::from(e).context("stopping the leader"),
         )),
+    };
+    drop(universe);
+    result
+}
+
+/// The leader's shutdown budget once stopped (upstream's default: 60 s).
+fn shutdown_grace() -> Result<Duration, Fail> {
+    let secs: f64 = envs::parse_or(
+        "TLLM_MGMN_SHUTDOWN_GRACE_SECONDS",
+        60.0,
+        "a positive number of seconds",
+    )
+    .map_err(edge::bad_input)?;
+    if !(secs.is_finite() && secs > 0.0 && secs < 1e7) {
+        return Err(edge::bad_input(anyhow!(
+            "`TLLM_MGMN_SHUTDOWN_GRACE_SECONDS` is `{secs}`: expected a positive number of seconds"
+        )));
     }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Ends the process if stopping the world takes longer than the shutdown grace: exiting
+/// without MPI_Finalize makes the launcher fail the whole world, as the real leader's abort.
+fn shutdown_watchdog(grace: Duration) {
+    std::thread::spawn(move || {
+        std::thread::sleep(grace);
+        say!(
+            "error: the MPI world did not stop within {grace:?} (TLLM_MGMN_SHUTDOWN_GRACE_SECONDS); aborting"
+        );
+        // SAFETY: _exit takes no pointers; the main thread is stuck in MPI.
+        unsafe { nix::libc::_exit(1) }
+    });
 }
 
 fn start() -> Result<(), Fail> {
+    let started = Instant::now();
+    let universe = shims::import::init().map_err(|e| edge::failed(anyhow!(e)))?;
     let key = Key::from_env().map_err(edge::bad_input)?;
     let addr = proxy::addr_from_env().map_err(edge::bad_input)?;
-    // Bind first: the task starts at the same time and connects as soon as it can.
-    let listener = TcpListener::bind(addr)
+    let grace = shutdown_grace()?;
+    // The task starts at the same time and retries (bounded) until the leader listens.
+    let listener = Listener::bind(&addr)
         .with_context(|| format!("failed to bind the proxy address {addr}"))
         .map_err(edge::failed)?;
     mgmn::install_term_handler().map_err(|e| edge::failed(anyhow!(e)))?;
     let (jobs_tx, jobs_rx) = mpsc::channel();
     mgmn::spawn_acceptor(listener, key, jobs_tx);
-
-    let started = Instant::now();
-    let (universe, _) = mpi::initialize_with_threading(mpi::Threading::Funneled)
-        .ok_or_else(|| edge::failed(anyhow!("MPI was already initialised")))?;
     let world = universe.world();
     let (rank, size) = (world.rank(), world.size());
     if rank != 0 {
@@ -151,6 +192,7 @@ fn start() -> Result<(), Fail> {
         LeaderEnd::Terminated => "termination signal",
     };
     say!("stopped by {why} after {tasks} task(s); finalizing MPI");
+    shutdown_watchdog(grace);
     drop(universe);
     Ok(())
 }

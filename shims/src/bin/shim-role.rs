@@ -1,6 +1,8 @@
 //! `shim-role`: plays the role in `DISAGG_SERVING_TYPE` (GEN_n, CTX_n, DISAGG_SERVER,
-//! BENCHMARK) with coordination files in `$jobWorkspace`. Never initialises MPI: as a GEN/CTX
-//! task it reaches its MPI world through the leader's proxy only.
+//! BENCHMARK) with coordination files in `$jobWorkspace`. Initialises MPI first, as an MPI
+//! singleton, like every TensorRT-LLM process (the package import does it): as a GEN/CTX task
+//! it reaches its MPI world through the leader's proxy only, and if it were started with the
+//! world's variables it would fail inside `MPI_Init` like the real server.
 
 use std::process::ExitCode;
 
@@ -51,6 +53,7 @@ fn run() -> Result<(), Fail> {
         }
     };
     shims::log::set_prefix(format!("shim-role {role} host={}", shims::log::host_name()));
+    let universe = shims::import::init().map_err(|e| edge::failed(anyhow::anyhow!(e)))?;
     let classify = |e: roles::RoleError| {
         if e.is_bad_input() {
             edge::bad_input(e)
@@ -66,5 +69,6 @@ fn run() -> Result<(), Fail> {
     );
     roles::run(&common).map_err(classify)?;
     say!("done");
+    drop(universe);
     Ok(())
 }

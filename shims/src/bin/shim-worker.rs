@@ -33,8 +33,8 @@ fn run() -> Result<(), Fail> {
         "shim-worker {} rank=? host={host}",
         role.as_deref().unwrap_or("-")
     ));
-    let (universe, _) = mpi::initialize_with_threading(mpi::Threading::Funneled)
-        .ok_or_else(|| edge::failed(anyhow!("MPI was already initialised")))?;
+    // First thing, as the package import does.
+    let universe = shims::import::init().map_err(|e| edge::failed(anyhow!(e)))?;
     let world = universe.world();
     let rank = world.rank();
     shims::log::set_prefix(format!(

@@ -1,0 +1,1 @@
+"""Stand-in for ``tensorrt_llm.llmapi``: the MPI leader and worker entry points."""
