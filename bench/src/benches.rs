@@ -223,18 +223,27 @@ fn stub_env(cx: &Ctx, stubs: &Path, kind: &str) -> anyhow::Result<Vec<(&'static 
     ])
 }
 
-/// Rank 0 of a 2-task step on the MPI path: `task` beside a leader stand-in that lives until
-/// TERM, stop command `true`, TERM at once after it (the launcher's warning about that is quieted).
-fn rank0(rl: &str, task: &[&str]) -> (Vec<String>, Vec<(&'static str, String)>) {
+/// A leader stand-in that lives until its stop command ends it (its pid in `pid_file`, a
+/// TERM that it answers with exit 0, as a leader that stops on request), and that stop command.
+fn leader_and_stop(pid_file: &Path) -> (String, String) {
+    let f = path_str(pid_file);
+    (
+        format!("trap 'exit 0' TERM; echo $$ > {f}; sleep 30 & wait"),
+        format!("kill -TERM $(cat {f})"),
+    )
+}
+
+/// Rank 0 of a 2-task step on the MPI path: `task` beside the leader stand-in of
+/// [`leader_and_stop`], stopped by its stop command once the task ended.
+fn rank0(rl: &str, pid_file: &Path, task: &[&str]) -> (Vec<String>, Vec<(&'static str, String)>) {
+    let (leader, stop) = leader_and_stop(pid_file);
     let mut prog = argv(&[
         rl,
         "mpi",
         "--leader-cmd",
-        "sleep 30",
+        &leader,
         "--leader-stop-cmd",
-        "true",
-        "--leader-stop-timeout",
-        "0",
+        &stop,
         "--",
     ]);
     prog.extend(argv(task));
@@ -267,30 +276,35 @@ pub fn startup(cx: &Ctx) -> anyhow::Result<Vec<Row>> {
         times(&s[1]),
     ));
 
-    let (r0, env0) = rank0(&rl, &["/bin/true"]);
+    let pid_file = cx.fresh("rank0")?.join("leader.pid");
+    let (r0, env0) = rank0(&rl, &pid_file, &["/bin/true"]);
+    let (leader_cmd, stop_cmd) = leader_and_stop(&pid_file);
     let direct_rank0 = || -> anyhow::Result<Sample> {
         let run = &cx.run;
+        let _ = fs::remove_file(&pid_file);
         let start = Instant::now();
-        let leader = run.spawn(&mut run.cmd(&["bash", "-c", "sleep 30"], &[]))?;
+        let leader = run.spawn(&mut run.cmd(&["bash", "-c", &leader_cmd], &[]))?;
         let task = run.spawn(&mut run.cmd(&["/bin/true"], &[]))?;
         ensure_ok(&run.wait(task)?, "the task")?;
-        let stop = run.spawn(&mut run.cmd(&["bash", "-c", "true"], &[]))?;
+        // rank-launch starts the stop command once the leader has written its pid too.
+        wait_for_file(&pid_file, Duration::from_secs(10))?;
+        let stop = run.spawn(&mut run.cmd(&["bash", "-c", &stop_cmd], &[]))?;
         ensure_ok(&run.wait(stop)?, "the stop command")?;
-        kill(leader, libc::SIGTERM);
-        run.wait(leader)?;
+        ensure_ok(&run.wait(leader)?, "the leader")?;
         Ok((start.elapsed().as_secs_f64() * 1e3, 0.0))
+    };
+    let launched_rank0 = || -> anyhow::Result<Sample> {
+        let _ = fs::remove_file(&pid_file);
+        timed_ok(cx, &r0, &env0)
     };
     let s = alternate(
         reps,
         warm,
-        &mut [
-            Box::new(|| timed_ok(cx, &r0, &env0)),
-            Box::new(direct_rank0),
-        ],
+        &mut [Box::new(launched_rank0), Box::new(direct_rank0)],
     )?;
     let mut r = row(
         "startup.mpi_rank0",
-        "start-up, MPI path rank 0: task `/bin/true` beside leader `sleep 30`, stop `true` (whole rank)",
+        "start-up, MPI path rank 0: task `/bin/true` beside a leader that its stop command ends (whole rank)",
         "ms",
         Target::Added(2.0),
         times(&s[0]),
@@ -381,7 +395,8 @@ pub fn memory(cx: &Ctx) -> anyhow::Result<Vec<Row>> {
         "`sleep 0.3` itself",
         times(&s[1]),
     ));
-    let (r0, env0) = rank0(&rl, &["sleep", "0.3"]);
+    let pid_file = cx.fresh("mem-rank0")?.join("leader.pid");
+    let (r0, env0) = rank0(&rl, &pid_file, &["sleep", "0.3"]);
     let s = alternate(
         reps,
         1,
@@ -731,7 +746,13 @@ pub fn shutdown(cx: &Ctx) -> anyhow::Result<Vec<Row>> {
     };
     let direct = || -> anyhow::Result<Sample> {
         let stamp = cx.fresh("mpi8sh")?.join("stamp");
-        let script = format!("{lead} & l=$!; sh -c '{}'; {stop}; wait $l", task(&stamp));
+        // As the reference does: the task and the stop helper in a subshell without the MPI
+        // world's variables (the stop helper initialises MPI: it must be a singleton).
+        let script = format!(
+            "{lead} & l=$!; (for v in $(compgen -e); do case $v in {SCRUB}) unset $v;; esac; done; \
+             sh -c '{}'; {stop}); wait $l",
+            task(&stamp)
+        );
         let mut prog = cx.mpirun(1);
         prog.extend(argv(&["bash", "-c", &script, ":", "-np", "7", &work]));
         let mut env = mpi_env();
@@ -746,9 +767,9 @@ pub fn shutdown(cx: &Ctx) -> anyhow::Result<Vec<Row>> {
     )?;
     let mut r = row(
         "shutdown.mpi8",
-        "shutdown: task exit on rank 0 → all 8 ranks of `mpirun -np 8 rank-launch mpi` exited (shim leader/workers)",
+        "shutdown: task exit on rank 0 → all 8 ranks of `mpirun -np 8 rank-launch mpi` exited (shim leader/workers; the stop helper initialises MPI as a singleton, like the package import)",
         "ms",
-        Target::Max(500.0),
+        Target::Max(1000.0),
         times(&s[0]),
         "the shims under mpirun with a bash rank 0 (leader &, task, stop, wait)",
         times(&s[1]),
@@ -786,6 +807,8 @@ pub fn shutdown(cx: &Ctx) -> anyhow::Result<Vec<Row>> {
         }
     };
     rows.push(r);
+
+    rows.push(stop_helper_300ms(cx)?);
 
     let grace = cx.cfg.grace;
     let grace_ms = grace.as_millis() as u64;
@@ -860,6 +883,72 @@ pub fn shutdown(cx: &Ctx) -> anyhow::Result<Vec<Row>> {
         ));
     }
     Ok(rows)
+}
+
+/// The prefixes TensorRT-LLM's launcher scrubs, as a shell `case` pattern.
+const SCRUB: &str =
+    "OMPI_*|PMIX_*|PMI_*|SLURM_*|MPI_*|UCX_*|I_MPI_*|HYDRA_*|KMP_*|MPICH_*|MV2_*|CRAY_*";
+
+/// MPI rank 0 whose stop helper takes 300 ms to start (a cold Python import): from the task's
+/// end to rank-launch's exit, against the same processes run one after the other by the
+/// harness. What rank-launch adds is its reaction to the task's end, the helper's start and
+/// the leader's end: a few milliseconds.
+fn stop_helper_300ms(cx: &Ctx) -> anyhow::Result<Row> {
+    let rl = cx.rl();
+    let dir = cx.fresh("stop300")?;
+    let (pid_file, stamp) = (dir.join("leader.pid"), dir.join("stamp"));
+    let (leader, _) = leader_and_stop(&pid_file);
+    let stop = format!("sleep 0.3; kill -TERM $(cat {})", path_str(&pid_file));
+    let task = format!("date +%s%N > {}", path_str(&stamp));
+    let since_task = |run: &dyn Fn() -> anyhow::Result<()>| -> anyhow::Result<Sample> {
+        let _ = fs::remove_file(&pid_file);
+        run()?;
+        let ended = unix_us_now();
+        let ns: i64 = fs::read_to_string(&stamp)?.trim().parse()?;
+        Ok(((ended - ns / 1000) as f64 / 1e3, 0.0))
+    };
+    let prog = argv(&[
+        &rl,
+        "mpi",
+        "--leader-cmd",
+        &leader,
+        "--leader-stop-cmd",
+        &stop,
+        "--",
+        "sh",
+        "-c",
+        &task,
+    ]);
+    let mut env = slurm_env("bench", 0, 2);
+    env.push(("RANK_LAUNCH_LOG", "error".into()));
+    let launched = || since_task(&|| cx.run.time_ok(&mut cx.run.cmd(&prog, &env)).map(|_| ()));
+    let direct = || {
+        since_task(&|| {
+            let run = &cx.run;
+            let l = run.spawn(&mut run.cmd(&["bash", "-c", &leader], &[]))?;
+            let t = run.spawn(&mut run.cmd(&["sh", "-c", &task], &[]))?;
+            ensure_ok(&run.wait(t)?, "the task")?;
+            wait_for_file(&pid_file, Duration::from_secs(10))?;
+            let s = run.spawn(&mut run.cmd(&["bash", "-c", &stop], &[]))?;
+            ensure_ok(&run.wait(s)?, "the stop helper")?;
+            ensure_ok(&run.wait(l)?, "the leader")?;
+            Ok(())
+        })
+    };
+    let s = alternate(
+        cx.cfg.shutdown_reps,
+        1,
+        &mut [Box::new(launched), Box::new(direct)],
+    )?;
+    Ok(row(
+        "shutdown.stop_helper_300ms",
+        "MPI rank 0, a stop helper that takes 300 ms to start: task end → rank-launch exited",
+        "ms",
+        Target::Added(5.0),
+        times(&s[0]),
+        "task, then the helper, then the leader's end, run by the harness",
+        times(&s[1]),
+    ))
 }
 
 /// launch-gen on every config, compatibility and native mode: time and peak RSS.

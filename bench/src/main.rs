@@ -75,9 +75,9 @@ struct Args {
     /// Longest any single run may take before it is killed and the group fails, in s.
     #[arg(long, default_value_t = 120)]
     timeout_secs: u64,
-    #[arg(long, default_value = "../shared/fixtures/configs")]
+    #[arg(long, default_value = "tests/fixtures/configs")]
     configs_dir: PathBuf,
-    #[arg(long, default_value = "../shared/fixtures/compat")]
+    #[arg(long, default_value = "tests/fixtures/compat")]
     compat_dir: PathBuf,
     /// A reference `trtllm-llmapi-launch` to measure side by side.
     #[arg(long)]

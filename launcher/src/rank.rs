@@ -488,7 +488,7 @@ mod tests {
 
     fn fixture(name: &str) -> String {
         let path = format!(
-            "{}/../../shared/fixtures/env/{name}",
+            "{}/../tests/fixtures/env/{name}",
             env!("CARGO_MANIFEST_DIR")
         );
         std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("fixture {path}: {err}"))

@@ -1,6 +1,6 @@
 //! Fuzz targets for the two parsers that read what a launcher hands a rank: rank detection
 //! over a whole environment, and the compressed `SLURM_STEP_TASKS_PER_NODE` form. Each replays
-//! its kept corpus (`tests/corpus/`, plus the real captures in `shared/fixtures/env/`), then runs
+//! its kept corpus (`tests/corpus/`, plus the real captures in `tests/fixtures/env/`), then runs
 //! proptest on mutations of it. `PROPTEST_CASES` bounds the run (CI sets it); failures are
 //! shrunk and persisted under `proptest-regressions/`, which is kept.
 //! The properties: never a panic; an accepted environment describes a valid rank; an accepted
@@ -24,7 +24,7 @@ fn env_corpus() -> Vec<EnvMap> {
     let mut out = Vec::new();
     for dir in [
         here.join("tests/corpus/rank_env"),
-        here.join("../../shared/fixtures/env"),
+        here.join("../tests/fixtures/env"),
     ] {
         let mut paths: Vec<_> = std::fs::read_dir(&dir)
             .unwrap_or_else(|error| panic!("corpus at {}: {error}", dir.display()))

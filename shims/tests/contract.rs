@@ -23,28 +23,6 @@ fn python_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python")
 }
 
-/// Live processes whose environment holds `SHIM_TEST_MARK=<mark>`.
-fn marked(mark: &str) -> Vec<i32> {
-    let needle = format!("SHIM_TEST_MARK={mark}");
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| s.rsplit_once(") ").map(|(_, r)| r.starts_with('Z')))
-            .unwrap_or(true);
-        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
-            continue;
-        };
-        if !zombie && environ.split(|&b| b == 0).any(|kv| kv == needle.as_bytes()) {
-            found.push(pid);
-        }
-    }
-    found
-}
-
 fn mark() -> String {
     format!(
         "{}-{}",
@@ -190,7 +168,7 @@ fn default_commands_world(np: u32, task_exit: u8) -> (serde_json::Value, Duratio
     // Nothing of the world is left once mpirun is gone.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     let left = loop {
-        let left = marked(&mark);
+        let left = e2e_tests::marked_processes(&mark);
         if left.is_empty() || std::time::Instant::now() > deadline {
             break left;
         }

@@ -4,7 +4,8 @@
 //! end, so a failed test leaves nothing behind for the next one. A cross-process lock keeps two
 //! test runs from sharing the one cluster.
 //!
-//! Without a Docker engine every test prints a loud `SKIPPED` line and returns.
+//! Without a Docker engine every test prints a loud `SKIPPED` line and returns; under CI
+//! (`CI` set) it fails instead.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -58,6 +59,11 @@ impl Docker {
             Err(err) => Some(err.to_string()),
         };
         if let Some(why) = failure {
+            // CI machines have an engine: there, its absence is a failure, not a skip.
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "no Docker engine under CI (docker info failed: {why}): docker::{test} must run"
+            );
             eprintln!(
                 "\n*** SKIPPED: no Docker engine (docker info failed: {why}) — docker::{test} did not run ***\n"
             );

@@ -33,6 +33,7 @@ pub fn bin_dir() -> PathBuf {
         "shim-leader",
         "shim-worker",
         "shim-role",
+        "shim-task",
         "rank-check",
     ];
     if wanted.iter().any(|b| !dir.join(b).exists()) {
@@ -44,6 +45,40 @@ pub fn bin_dir() -> PathBuf {
         assert!(status.success(), "cargo build --workspace --bins failed");
     }
     dir
+}
+
+/// The stand-in `tensorrt_llm` package: `target/dist/python` beside the deployable binaries,
+/// else the source tree's.
+pub fn python_path() -> PathBuf {
+    let dist = bin_dir().join("python");
+    if dist.is_dir() {
+        dist
+    } else {
+        root().join("shims/python")
+    }
+}
+
+/// Live processes whose environment holds `SHIM_TEST_MARK=<mark>`: what a test's processes
+/// carry, so that what is left of them can be counted whoever their parent is.
+pub fn marked_processes(mark: &str) -> Vec<i32> {
+    let needle = format!("SHIM_TEST_MARK={mark}");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(") ").map(|(_, r)| r.starts_with('Z')))
+            .unwrap_or(true);
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        if !zombie && environ.split(|&b| b == 0).any(|kv| kv == needle.as_bytes()) {
+            found.push(pid);
+        }
+    }
+    found
 }
 
 /// What a finished command printed.

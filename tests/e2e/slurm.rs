@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use e2e_tests::{Cluster, bin_dir, root, run};
+use e2e_tests::{Cluster, bin_dir, marked_processes, python_path, root, run};
 
 #[test]
 fn srun_pmix_rank_check_agrees_across_nodes() {
@@ -126,7 +126,13 @@ fn scancel_ends_every_rank_within_the_grace_period() {
     let out_path = dir.path().join("out.log");
     // A marker in the tasks' command lines, to count what is left afterwards.
     let marker = format!("61.{}", std::process::id());
-    let task = format!("trap 'echo term-$RANK; exit 0' TERM; sleep {marker} & echo up-$RANK; wait");
+    // Each rank records its own start and TERM in a file: what srun relays of the tasks'
+    // output while the step is being cancelled is not reliable (seen here: one rank's line
+    // twice, another's missing).
+    let d = dir.path().display();
+    let task = format!(
+        "trap 'touch {d}/term-$RANK; exit 0' TERM; sleep {marker} & touch {d}/up-$RANK; wait"
+    );
     let mut srun = cluster
         .command("srun")
         .args([
@@ -147,8 +153,13 @@ fn scancel_ends_every_rank_within_the_grace_period() {
         .spawn()
         .expect("srun");
     let text = || std::fs::read_to_string(&out_path).unwrap_or_default();
+    let count = |what: &str| {
+        (0..4)
+            .filter(|r| dir.path().join(format!("{what}-{r}")).exists())
+            .count()
+    };
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while text().matches("up-").count() < 4 {
+    while count("up") < 4 {
         assert!(
             std::time::Instant::now() < deadline,
             "ranks did not start: {}",
@@ -187,7 +198,7 @@ fn scancel_ends_every_rank_within_the_grace_period() {
     let output = text();
     for rank in 0..4 {
         assert!(
-            output.contains(&format!("term-{rank}")),
+            dir.path().join(format!("term-{rank}")).exists(),
             "rank {rank} got no TERM: {output}"
         );
     }
@@ -205,4 +216,75 @@ fn scancel_ends_every_rank_within_the_grace_period() {
         "left behind: {}",
         left.stdout
     );
+}
+
+/// TensorRT-LLM's launch contract on real Slurm: `srun --mpi=pmix rank-launch mpi -- TASK` with
+/// rank-launch's default leader, worker and stop commands (the stand-in `tensorrt_llm` package,
+/// whose modules initialise MPI first, like the real package's import). The stop helper must
+/// come up as an MPI singleton. Seen here with a build that gave it rank 0's PMIx environment:
+/// it aborts inside MPI_Init, Slurm's PMIx plugin reports the abort of rank 0
+/// (`mpi/pmix_v4: _errhandler ... status = -61`) and cancels the whole step, every task
+/// killed (137) about a second later. Every rank exits within about a second of the task's
+/// end, rank 0 with the task's code, the leader stopped by its stop command, nothing left.
+#[test]
+fn srun_pmix_with_the_default_commands_exits_with_the_task_code_promptly() {
+    let cluster = Cluster::up(2);
+    for (tasks, code) in [(2, 0), (2, 3), (4, 0), (4, 3)] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mark = format!("{}-{tasks}-{code}", std::process::id());
+        let summary = dir.path().join("summary.%r.json");
+        let out = run(
+            cluster
+                .command("srun")
+                .args(["-N", "2", "-n", &tasks.to_string(), "--mpi=pmix"])
+                .arg("rank-launch")
+                .args(["mpi", "--summary-json"])
+                .arg(&summary)
+                .args(["--", "shim-task"])
+                .env("PYTHONPATH", python_path())
+                .env("SHIM_TASK_EXIT", code.to_string())
+                .env("SHIM_TEST_MARK", &mark)
+                .env("OMPI_MCA_btl", "self,tcp")
+                .env("OMPI_MCA_btl_tcp_if_include", "lo"),
+            Duration::from_secs(120),
+        );
+        let all = format!("stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
+        // srun exits with the highest task code.
+        assert_eq!(out.code, Some(code), "{tasks} tasks, task {code}: {all}");
+        let read = |rank: u32| -> serde_json::Value {
+            let path = dir.path().join(format!("summary.{rank}.json"));
+            let text = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}: {all}", path.display()));
+            serde_json::from_str(&text).expect("summary JSON")
+        };
+        let rank0 = read(0);
+        let child = |name: &str| {
+            rank0["children"]
+                .as_array()
+                .and_then(|c| c.iter().find(|c| c["name"] == name))
+                .cloned()
+                .unwrap_or_else(|| panic!("no {name}: {rank0}"))
+        };
+        assert_eq!(rank0["exit_code"], code, "{all}");
+        assert_eq!(child("leader")["exit_code"], 0, "{all}");
+        assert!(child("leader")["signal"].is_null(), "{all}");
+        assert_eq!(child("leader-stop")["exit_code"], 0, "{all}");
+        assert!(
+            out.stderr
+                .contains("stopped by stop request after 1 task(s)"),
+            "the stop command stopped the leader: {all}"
+        );
+        let task_end = child("task")["ended_unix_us"].as_u64().expect("task end");
+        let last = (0..tasks)
+            .map(|r| read(r)["ended_unix_us"].as_u64().expect("ended_unix_us"))
+            .max()
+            .unwrap();
+        let after = Duration::from_micros(last.saturating_sub(task_end));
+        eprintln!(
+            "srun --mpi=pmix -n {tasks}, task {code}: every rank done {after:?} after the task's end"
+        );
+        assert!(after < Duration::from_millis(1200), "{after:?}: {all}");
+        let left = marked_processes(&mark);
+        assert!(left.is_empty(), "left running: {left:?}");
+    }
 }

@@ -10,12 +10,12 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// `shared/fixtures`, beside the workspace (`/work/shared` here, `<clone>/../shared` in CI).
+/// `tests/fixtures` of this repository.
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
 }
 
-/// The real configs of `shared/fixtures/configs`, sorted by name.
+/// The real configs of `tests/fixtures/configs`, sorted by name.
 fn real_configs() -> Vec<PathBuf> {
     let dir = fixtures().join("configs");
     let mut configs: Vec<PathBuf> = std::fs::read_dir(&dir)

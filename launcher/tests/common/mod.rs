@@ -61,6 +61,18 @@ pub fn base_env() -> BTreeMap<String, String> {
 
 pub fn start(args: &[&str], env: &BTreeMap<String, String>) -> Running {
     let mut cmd = rank_launch_command();
+    cmd.args(args);
+    start_command(cmd, env)
+}
+
+/// Starts another program (e.g. a shell that wraps rank-launch) the way [`start`] does.
+pub fn start_program(program: &str, args: &[String], env: &BTreeMap<String, String>) -> Running {
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    start_command(cmd, env)
+}
+
+fn start_command(mut cmd: Command, env: &BTreeMap<String, String>) -> Running {
     // Its own session: everything it starts stays in it (unless it calls setsid itself), so
     // the tests can count what is left.
     // SAFETY: setsid is async-signal-safe and the closure allocates nothing.
@@ -71,7 +83,6 @@ pub fn start(args: &[&str], env: &BTreeMap<String, String>) -> Running {
         });
     }
     let mut child = cmd
-        .args(args)
         .env_clear()
         .envs(env)
         .stdin(Stdio::null())
