@@ -37,7 +37,9 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # The job's environment: sbatch hands it to the job and srun to every step, so it reaches every
-# rank on every node.
+# rank on every node. The node image has no Python, so the commands name the stand-ins that
+# rank-launch's default `python3 -m tensorrt_llm.llmapi...` commands run elsewhere (they
+# initialise MPI first, like the real package: the stop helper must come up as a singleton).
 export RANK_LAUNCH_LEADER_CMD=shim-leader
 export RANK_LAUNCH_WORKER_CMD=shim-worker
 export RANK_LAUNCH_LEADER_STOP_CMD='shim-leader --action stop'

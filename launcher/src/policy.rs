@@ -12,9 +12,10 @@
 //! - [`Single`] is one main child (no role, `DISAGG_SERVER`, `BENCHMARK`, an MPI worker).
 //! - [`Rank0`] is rank 0 of the MPI path: the task beside the MPI leader, the leader's stop
 //!   helper once the task ends, and the exit-code rules of upstream's `trtllm-llmapi-launch`:
-//!   - the task ends first: its own non-zero code wins; else 124 when the leader did not stop
-//!     within the stop timeout, the stop helper's code when the helper failed (the leader is
-//!     then terminated at once), the leader's code when it failed while stopping, else 0;
+//!   - the task ends first: the stop helper runs, and the leader and the helper get the stop
+//!     timeout to end; the task's own non-zero code wins; else 124 when they did not end within
+//!     it, the stop helper's code when the helper failed (the leader is then terminated at
+//!     once), the leader's code when it failed while stopping, else 0;
 //!   - the leader ends first: the task may still end on its own within the stop timeout; its
 //!     non-zero code wins, else the leader's code, else 1 (a leader that leaves early is a
 //!     failure even when it says 0).
@@ -251,9 +252,21 @@ enum Phase {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Cause {
     Signal,
-    StopOverran,
+    /// The stop timeout ran out; `leader`: the leader itself was still running (else only the
+    /// stop helper was).
+    StopOverran {
+        leader: bool,
+    },
     StopHelperFailed(u8),
     TaskOverran,
+}
+
+/// The leader's stop helper.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Helper {
+    NotStarted,
+    Running,
+    Ended,
 }
 
 /// Rank 0 of the MPI path: the task beside the leader.
@@ -265,6 +278,7 @@ pub struct Rank0 {
     pub ending: Ending,
     task: Option<ChildEnd>,
     leader: Option<ChildEnd>,
+    helper: Helper,
     /// Who of task and leader ended first, while both were serving.
     first: Option<Member>,
     cause: Option<Cause>,
@@ -279,6 +293,7 @@ impl Rank0 {
             ending: Ending::Idle,
             task: None,
             leader: None,
+            helper: Helper::NotStarted,
             first: None,
             cause: None,
         }
@@ -313,6 +328,7 @@ impl Rank0 {
                     self.phase = Phase::StoppingLeader {
                         deadline: now + self.stop_timeout,
                     };
+                    self.helper = Helper::Running;
                     return vec![Order::StartStopHelper];
                 }
             }
@@ -326,6 +342,7 @@ impl Rank0 {
                 }
             }
             Member::StopHelper => {
+                self.helper = Helper::Ended;
                 let leader_running = self.leader.is_none();
                 if !end.success()
                     && leader_running
@@ -355,7 +372,8 @@ impl Rank0 {
     pub fn on_tick(&mut self, now: Instant) -> Option<Order> {
         match self.phase {
             Phase::StoppingLeader { deadline } if now >= deadline => {
-                Some(self.begin_ending(Cause::StopOverran, Why::StopOverran, now))
+                let leader = self.leader.is_none();
+                Some(self.begin_ending(Cause::StopOverran { leader }, Why::StopOverran, now))
             }
             Phase::AwaitingTask { deadline } if now >= deadline => {
                 Some(self.begin_ending(Cause::TaskOverran, Why::TaskOverran, now))
@@ -364,8 +382,13 @@ impl Rank0 {
         }
     }
 
-    /// `Some` once task and leader have both ended, or could not be ended.
+    /// `Some` once task and leader have both ended (and, while the leader is being stopped,
+    /// the stop helper too), or could not be ended.
     pub fn verdict(&self) -> Option<Verdict> {
+        let stopping = matches!(self.phase, Phase::StoppingLeader { .. });
+        if stopping && self.helper == Helper::Running {
+            return None;
+        }
         let (task, leader) = match (self.task, self.leader) {
             (Some(task), Some(leader)) => (task, leader),
             _ if self.ending.is_stuck() => {
@@ -395,12 +418,19 @@ impl Rank0 {
                     plain(task.code())
                 } else {
                     match self.cause {
-                        Some(Cause::StopOverran) => because(
+                        Some(Cause::StopOverran {
+                            leader: leader_overran,
+                        }) => because(
                             LaunchExit::SHUTDOWN_OVERRAN,
                             format!(
                                 "MPI leader shutdown exceeded {secs}s after the task's end \
-                                 (TLLM_LLMAPI_LAUNCH_STOP_TIMEOUT / --leader-stop-timeout); the \
-                                 leader was terminated"
+                                 (TLLM_LLMAPI_LAUNCH_STOP_TIMEOUT / --leader-stop-timeout): the \
+                                 leader{} did not end; terminated",
+                                if leader_overran {
+                                    ""
+                                } else {
+                                    "'s stop command"
+                                }
                             ),
                         ),
                         Some(Cause::StopHelperFailed(code)) => because(
@@ -605,6 +635,7 @@ mod tests {
                 script: vec![
                     (1.0, In::End(Task, Exited(7))),
                     (1.4, In::End(Leader, Exited(0))),
+                    (1.5, In::End(StopHelper, Exited(0))),
                 ],
                 orders: vec![stop],
                 code: 7,
@@ -672,9 +703,33 @@ mod tests {
                 reason: None,
             },
             Case {
+                name: "the leader ended, the stop helper is still finishing: it is waited for",
+                script: vec![
+                    (1.0, In::End(Task, Exited(0))),
+                    (1.3, In::End(Leader, Exited(0))),
+                    (1.5, In::End(StopHelper, Exited(0))),
+                ],
+                orders: vec![stop],
+                code: 0,
+                reason: None,
+            },
+            Case {
+                name: "the stop helper hangs after the leader ended: 124",
+                script: vec![
+                    (1.0, In::End(Task, Exited(0))),
+                    (1.3, In::End(Leader, Exited(0))),
+                    (121.0, In::Tick),
+                    (121.1, In::End(StopHelper, Signaled(15))),
+                ],
+                orders: vec![stop, (121.0, term(Why::StopOverran))],
+                code: 124,
+                reason: Some("the leader's stop command did not end"),
+            },
+            Case {
                 name: "leader fails while stopping",
                 script: vec![
                     (1.0, In::End(Task, Exited(0))),
+                    (1.3, In::End(StopHelper, Exited(0))),
                     (1.4, In::End(Leader, Exited(6))),
                 ],
                 orders: vec![stop],
@@ -786,6 +841,7 @@ mod tests {
                 script: vec![
                     (0.5, In::Sig(Signal::SIGUSR1)),
                     (1.0, In::End(Task, Exited(0))),
+                    (1.1, In::End(StopHelper, Exited(0))),
                     (1.2, In::End(Leader, Exited(0))),
                 ],
                 orders: vec![
@@ -839,5 +895,14 @@ mod tests {
         assert_eq!(r.deadline(), Some(t0 + STOP));
         r.on_ended(StopHelper, Exited(0), t0);
         assert_eq!(r.verdict(), None, "the helper's end is not the leader's");
+        r.on_ended(Leader, Exited(0), t0);
+        assert_eq!(r.verdict().map(|v| v.code), Some(0));
+        // The other order: the leader first, then the stop helper.
+        let mut r = Rank0::new(STOP, GRACE);
+        r.on_ended(Task, Exited(0), t0);
+        r.on_ended(Leader, Exited(0), t0);
+        assert_eq!(r.verdict(), None, "the stop helper is still finishing");
+        r.on_ended(StopHelper, Exited(0), t0);
+        assert_eq!(r.verdict().map(|v| v.code), Some(0));
     }
 }

@@ -311,8 +311,10 @@ fn run_rank0(
         if let Some(v) = m.verdict() {
             break v;
         }
+        let event = sup.next_event(m.deadline(), None)?;
+        // After the wait: every deadline the policy sets counts from the event itself.
         let now = Instant::now();
-        let orders = match sup.next_event(m.deadline(), None)? {
+        let orders = match event {
             Event::Exited(id, end) => {
                 let member = if id == task {
                     task_end = Some(end);

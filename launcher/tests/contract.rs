@@ -504,3 +504,38 @@ fn a_single_task_on_a_terminal_is_its_foreground_job() {
     assert!(shown.contains("got:hello"), "{shown}");
     assert!(shown.contains("tty-ok"), "{shown}");
 }
+
+/// The grace period counts from the termination signal, not from when rank-launch began to
+/// wait (a TERM a while into the run gets the whole grace before SIGKILL).
+#[test]
+fn the_grace_period_counts_from_the_signal_on_rank_0() {
+    let t = Trio::new();
+    let leader = t.path("leader");
+    let env = env_with(&[("LEADER_MODE", "deaf")]);
+    let mut r = start(
+        &[
+            "mpi",
+            "--leader-cmd",
+            &leader,
+            "--grace-period",
+            "1s",
+            "--",
+            "bash",
+            "-c",
+            "trap '' TERM; echo ready; sleep 1.5; echo later; exec sleep 60",
+        ],
+        &env,
+    );
+    r.expect_line("later");
+    let sent = std::time::Instant::now();
+    nix::sys::signal::kill(r.pid(), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let (status, _) = r.wait();
+    let took = sent.elapsed();
+    assert_eq!(status.code(), Some(137), "{}", r.stderr());
+    assert!(
+        took >= Duration::from_millis(950),
+        "SIGKILL came {took:?} after the TERM, before the 1 s grace was over: {}",
+        r.stderr()
+    );
+    assert!(took < slack(Duration::from_secs(3)), "took {took:?}");
+}

@@ -80,6 +80,9 @@ fn a_killed_sentinel_leaves_later_children_running_with_a_warning() {
         &srun_env(0, 2),
     );
     r.expect_line("ready");
+    wait_for("the sentinel's pid", slack(Duration::from_secs(5)), || {
+        r.stderr().contains("sentinel started pid=")
+    });
     let sentinel: i32 = r
         .stderr()
         .split("sentinel started pid=")

@@ -214,7 +214,7 @@ fn check_rank0(np: u32, task_exit: u8) {
     // About a second: the stop helper's start (a Python start and an MPI singleton's
     // initialisation, like a cold package import) plus the world's finalize.
     assert!(
-        after < Duration::from_millis(1200),
+        after < Duration::from_millis(1500),
         "the ranks of mpirun -np {np} ended {after:?} after the task: {all}"
     );
     eprintln!(

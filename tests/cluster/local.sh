@@ -113,7 +113,7 @@ SchedulerType=sched/backfill
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 ReturnToService=2
-# rank-launch's grace period must fit inside KillWait.
+# rank-launch ends within its grace period + 4 s of a TERM: that must fit inside KillWait.
 KillWait=10
 SlurmdTimeout=30
 InactiveLimit=0

@@ -207,14 +207,10 @@ impl Launch {
         let (report_r, report_w): (OwnedFd, OwnedFd) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
                 .map_err(|e| LaunchError::Other(e.into()))?;
-        let mut empty_mask: libc::sigset_t = *nix::sys::signal::SigSet::empty().as_ref();
-        let mut ttou_mask = empty_mask;
-        // SAFETY: both are valid sigsets.
-        unsafe {
-            libc::sigemptyset(&mut empty_mask);
-            libc::sigemptyset(&mut ttou_mask);
-            libc::sigaddset(&mut ttou_mask, libc::SIGTTOU);
-        }
+        let empty_mask: libc::sigset_t = *nix::sys::signal::SigSet::empty().as_ref();
+        let mut ttou = nix::sys::signal::SigSet::empty();
+        ttou.add(nix::sys::signal::Signal::SIGTTOU);
+        let ttou_mask: libc::sigset_t = *ttou.as_ref();
         let child = Child {
             program: self.program.as_ptr(),
             argv: argv.as_ptr(),
