@@ -30,7 +30,6 @@
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
 
 use crate::rank::RankInfo;
 
@@ -148,11 +147,6 @@ pub fn for_process(base: &EnvList, process: Process, add: &Additions) -> EnvList
         }
     }
     env
-}
-
-/// `<dir>` as an environment value.
-pub fn path_value(dir: &Path) -> OsString {
-    dir.as_os_str().to_os_string()
 }
 
 /// The torchrun-style rank variables plus TensorRT-LLM's `tllm_mpi_size`.

@@ -6,7 +6,7 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 
-use common::{rank_launch_command, srun_env};
+use common::{KillOnDrop, rank_launch_command, srun_env};
 
 const RANKS: u32 = 8;
 const LINES: u32 = 100_000;
@@ -103,14 +103,6 @@ fn a_stalled_reader_does_not_delay_signals() {
         got = got_term.display(),
         ready = ready.display()
     );
-    /// Kills rank-launch if the test fails before it exits (its sentinel then ends the rest).
-    struct KillOnDrop(std::process::Child);
-    impl Drop for KillOnDrop {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let child = rank_launch_command()
         .args([
             "--label",

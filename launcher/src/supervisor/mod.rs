@@ -430,11 +430,6 @@ impl Supervisor {
         self.children[id.0].pid.as_raw()
     }
 
-    /// True while the child's main process has not been reaped.
-    pub fn is_running(&self, id: ChildId) -> bool {
-        self.children[id.0].end.is_none()
-    }
-
     /// Sends `signal` to child `idx`'s group, unless it is known to be empty.
     fn signal_group(&mut self, idx: usize, signal: Signal) {
         let rec = &mut self.children[idx];
@@ -457,7 +452,7 @@ impl Supervisor {
 
     /// Sends `signal` to every group that may still have members, and to descendants that
     /// left their group and were re-parented to us.
-    pub fn signal_all(&mut self, signal: Signal) {
+    fn signal_all(&mut self, signal: Signal) {
         for idx in 0..self.children.len() {
             self.signal_group(idx, signal);
         }

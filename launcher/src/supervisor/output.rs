@@ -126,7 +126,7 @@ impl Pumps {
         }
     }
 
-    /// Indexes change when a pipe closes: the caller reads the ready ones highest first.
+    /// How many pipes are open.
     pub fn len(&self) -> usize {
         self.list.len()
     }

@@ -314,6 +314,17 @@ pub fn assert_session_empty(sid: Pid, limit: Duration) {
     }
 }
 
+/// Kills a rank-launch started by hand if the test fails before it exits (its sentinel then
+/// ends the rest).
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 impl Drop for Running {
     /// A test that fails midway must not leave its rank-launch running (its sentinel then ends
     /// the rest of the tree).
