@@ -345,7 +345,7 @@ fn run_rank0(
             }
             Event::Signal(signal) => vec![m.on_signal(signal, now)],
             Event::Deadline => m.on_tick(now).into_iter().collect(),
-            Event::FdReady => Vec::new(),
+            Event::FdReady | Event::Reaped => Vec::new(),
         };
         for order in orders {
             if order != Order::StartStopHelper {

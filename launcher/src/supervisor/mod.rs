@@ -110,6 +110,9 @@ pub enum Event {
     Signal(Signal),
     /// The extra fd passed to [`Supervisor::next_event`] is readable.
     FdReady,
+    /// A descendant that is not one of our children (re-parented to us) was reaped: something
+    /// waiting for our groups to empty looks again.
+    Reaped,
     /// The deadline passed.
     Deadline,
 }
@@ -638,6 +641,9 @@ impl Supervisor {
                 self.sentinel = None;
             } else {
                 tracing::debug!(pid = pid.as_raw(), ?end, "reaped an orphaned descendant");
+                if !self.pending.contains(&Event::Reaped) {
+                    self.pending.push_back(Event::Reaped);
+                }
             }
         }
         if reaped {
