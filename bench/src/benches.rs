@@ -229,7 +229,8 @@ fn leader_and_stop(pid_file: &Path) -> (String, String) {
     let f = path_str(pid_file);
     (
         format!("trap 'exit 0' TERM; echo $$ > {f}; sleep 30 & wait"),
-        format!("kill -TERM $(cat {f})"),
+        // The stop command can start before the leader wrote its pid (the task may end first).
+        format!("until [ -s {f} ]; do sleep 0.001; done; kill -TERM $(cat {f})"),
     )
 }
 
@@ -898,7 +899,8 @@ fn stop_helper_300ms(cx: &Ctx) -> anyhow::Result<Row> {
     let dir = cx.fresh("stop300")?;
     let (pid_file, stamp) = (dir.join("leader.pid"), dir.join("stamp"));
     let (leader, _) = leader_and_stop(&pid_file);
-    let stop = format!("sleep 0.3; kill -TERM $(cat {})", path_str(&pid_file));
+    let (_, kill_leader) = leader_and_stop(&pid_file);
+    let stop = format!("sleep 0.3; {kill_leader}");
     let task = format!("date +%s%N > {}", path_str(&stamp));
     let since_task = |run: &dyn Fn() -> anyhow::Result<()>| -> anyhow::Result<Sample> {
         let _ = fs::remove_file(&pid_file);

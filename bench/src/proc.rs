@@ -192,7 +192,7 @@ impl Runner {
         if fired {
             return Ok(None);
         }
-        ensure_ok(&end, &format!("{cmd:?}"))?;
+        ensure_ok(&end, &describe(cmd))?;
         Ok(Some(Timed { wall, end }))
     }
 
@@ -214,7 +214,7 @@ impl Runner {
                 Ok(())
             });
         }
-        let what = format!("{cmd:?}");
+        let what = describe(cmd);
         let pid = self.spawn(cmd)?;
         let ticket = self.watchdog.arm(pid, Instant::now() + self.timeout);
         let traced = trace_to_exit(pid);
@@ -232,11 +232,21 @@ impl Runner {
 
     /// [`Runner::time`], failing unless the process exited 0.
     pub fn time_ok(&self, cmd: &mut Command) -> anyhow::Result<Timed> {
-        let what = format!("{:?}", cmd);
+        let what = describe(cmd);
         let timed = self.time(cmd)?;
         ensure_ok(&timed.end, &what)?;
         Ok(timed)
     }
+}
+
+/// The program and its arguments, for messages: never the environment (`Command`'s `Debug`
+/// shows every variable it was given, which is the harness's whole environment).
+pub fn describe(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| format!("{:?}", a.to_string_lossy()))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 pub fn ensure_ok(end: &Finished, what: &str) -> anyhow::Result<()> {
