@@ -101,6 +101,55 @@ fn a_killed_sentinel_leaves_later_children_running_with_a_warning() {
     assert!(dir.path().join("stop.ran").exists(), "{}", r.stderr());
 }
 
+/// Finding: before Linux 5.16 a core-dumping signal kills every process that shares the dying
+/// process's memory, and the sentinel shared rank-launch's (`CLONE_VM`): a crash of rank-launch
+/// took its protection with it. The sentinel is a fork now; after a crash it ends the
+/// grandchildren (a parent-death signal reaches only the direct children).
+#[test]
+fn after_a_crash_of_rank_launch_the_sentinel_still_ends_the_grandchildren() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::CommandExt;
+    // SIGABRT is what `panic = "abort"` raises; SIGILL another core-dumping signal. (A SIGSEGV
+    // sent from outside is not a crash: Rust's stack-overflow handler takes the first one.)
+    for signal in [Signal::SIGABRT, Signal::SIGILL] {
+        let mut cmd = rank_launch_command();
+        cmd.args(["--", "bash", "-c", "sleep 60 & echo \"ready $!\"; wait"])
+            .env_clear()
+            .envs(base_env())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        // SAFETY: setrlimit and setsid are async-signal-safe; no core file is written.
+        unsafe {
+            cmd.pre_exec(|| {
+                let none = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                libc::setrlimit(libc::RLIMIT_CORE, &none);
+                libc::setsid();
+                Ok(())
+            });
+        }
+        let mut child = KillOnDrop(cmd.spawn().unwrap());
+        let line = BufReader::new(child.0.stdout.take().unwrap())
+            .lines()
+            .next()
+            .unwrap()
+            .unwrap();
+        let grandchild = Pid::from_raw(line.trim_start_matches("ready ").parse().unwrap());
+        kill(Pid::from_raw(child.0.id() as i32), signal).unwrap();
+        let status = child.0.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert!(status.signal().is_some(), "{signal}: {status:?}");
+        wait_for(
+            &format!("the grandchild to die after rank-launch's {signal}"),
+            slack(Duration::from_secs(5)),
+            || !alive(grandchild),
+        );
+    }
+}
+
 /// Finding: groups already known to be empty were probed and signalled again; on a long job
 /// the number can be another process's group by then. Here the installer's group number is
 /// handed, in a private pid namespace, to an unrelated process that makes it its group; a TERM
