@@ -117,6 +117,25 @@ snapshot_bins() {
     fi
   done
   ((n > 0)) || die "none of ${binaries[*]} in $src"
+  # The drop-in scripts beside the binaries, as in target/dist.
+  for b in slurm_run.sh trtllm-llmapi-launch; do
+    cp "$root/shims/$b" "$state/bin/.$b.tmp"
+    mv -f "$state/bin/.$b.tmp" "$state/bin/$b"
+  done
+  # The pyxis stand-in (plugstack.conf loads it): srun in the containers takes pyxis's
+  # --container-* options. Built against the host's Slurm headers; cmd_up checks that the
+  # image's Slurm is the same version.
+  "$root/tests/cluster/local.sh" plugin "$state/bin/pyxis_stand_in.so"
+}
+
+# The pyxis stand-in is built against the host's Slurm: the image's must be the same version
+# (slurmd refuses a SPANK plugin of another version, and so would every srun).
+check_slurm_versions() {
+  local host image
+  host=$(slurmd -V 2>/dev/null) || die "slurmd is not installed on the host: run scripts/setup"
+  image=$(in_node c0 slurmd -V 2>/dev/null) || die "slurmd -V failed in the controller container"
+  [[ $host == "$image" ]] ||
+    die "the host has $host and the image $image: the pyxis stand-in is built on the host for the image's Slurm; rebuild the image (cluster.sh down --images) after updating the host, or update the host's slurm packages"
 }
 
 # True when slurmctld answers and every node responds (idle, or busy with a job).
@@ -157,6 +176,7 @@ cmd_up() {
     cat "$state/compose-up.log" >&2
     die "the containers did not start (see above; cluster.sh logs)"
   fi
+  check_slurm_versions
   wait_ready 90
   echo "cluster.sh: cluster up (c0 + ${nodes[*]}) in $((SECONDS - started)) s" >&2
 }

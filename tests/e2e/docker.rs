@@ -347,6 +347,24 @@ fn srun_pmix_rank_check_8_ranks_on_4_hosts() {
             all(&out)
         );
     }
+    // The pyxis stand-in is loaded on every node: srun takes the flags of an L0 srun-args
+    // file, and --container-workdir is the tasks' working directory.
+    let dirs = cluster.ok(
+        "c0",
+        &[
+            "srun",
+            "-N",
+            "4",
+            "--container-image=/images/trtllm.sqsh",
+            "--container-name=t",
+            "--container-mounts=/shared:/shared",
+            "--container-workdir=/shared",
+            "--container-env=PATH",
+            "--no-container-mount-home",
+            "pwd",
+        ],
+    );
+    assert_eq!(dirs.lines().collect::<Vec<_>>(), ["/shared"; 4], "{dirs}");
     cluster.assert_nothing_left(&NODES);
 }
 
