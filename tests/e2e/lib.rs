@@ -47,6 +47,34 @@ pub fn bin_dir() -> PathBuf {
     dir
 }
 
+/// The deployable folder: the binaries under test with the drop-in scripts (`slurm_run.sh`,
+/// `trtllm-llmapi-launch`) beside them, as `scripts/build` lays out `target/dist`. When the
+/// binaries are the workspace's debug build, a folder of links to them and to the scripts in
+/// `shims/` is made under `scratch`.
+pub fn dist_dir(scratch: &Path) -> PathBuf {
+    let bin = bin_dir();
+    if bin.join("slurm_run.sh").exists() {
+        return bin;
+    }
+    let dist = scratch.join("dist");
+    std::fs::create_dir_all(&dist).expect("create the dist folder");
+    for entry in std::fs::read_dir(&bin).expect("read the binaries folder") {
+        let path = entry.expect("entry").path();
+        let executable = std::fs::metadata(&path).is_ok_and(|m| {
+            m.is_file() && std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0
+        });
+        if executable {
+            std::os::unix::fs::symlink(&path, dist.join(path.file_name().expect("name")))
+                .expect("link a binary");
+        }
+    }
+    for script in ["slurm_run.sh", "trtllm-llmapi-launch"] {
+        std::os::unix::fs::symlink(root().join("shims").join(script), dist.join(script))
+            .expect("link a drop-in script");
+    }
+    dist
+}
+
 /// The stand-in `tensorrt_llm` package: `target/dist/python` beside the deployable binaries,
 /// else the source tree's.
 pub fn python_path() -> PathBuf {
@@ -147,19 +175,32 @@ impl Cluster {
             .prefix("rank-launch-e2e.")
             .tempdir()
             .expect("tempdir");
+        // munged runs as `munge`: it must reach its socket directory.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .expect("chmod the cluster directory");
         let out = run(
             Command::new(root().join("tests/cluster/local.sh"))
                 .args(["up", &n_nodes.to_string()])
                 .env("RANK_LAUNCH_CLUSTER_DIR", dir.path().join("cluster")),
             Duration::from_secs(60),
         );
-        assert_eq!(
-            out.code,
-            Some(0),
-            "cluster did not come up:\n{}{}",
-            out.stdout,
-            out.stderr
-        );
+        if out.code != Some(0) {
+            // Keep the logs for a look; local.sh printed their last lines.
+            let kept = dir.keep();
+            let _ = Command::new(root().join("tests/cluster/local.sh"))
+                .arg("down")
+                .env("RANK_LAUNCH_CLUSTER_DIR", kept.join("cluster"))
+                .status();
+            panic!(
+                "cluster did not come up (logs kept in {}):\n{}{}",
+                kept.join("cluster/log").display(),
+                out.stdout,
+                out.stderr
+            );
+        }
         Cluster { dir }
     }
 
