@@ -182,6 +182,10 @@ struct Args {
     /// Run `sbatch --parsable` on the written script and print the job id.
     #[arg(long, help_heading = "Plan and submission")]
     submit: bool,
+    /// Compatibility mode: do not print what the reference prints (its configuration, where
+    /// the script was written, and the script).
+    #[arg(long)]
+    quiet: bool,
 }
 
 /// A failed run: the exit code and what to tell the user.
@@ -257,6 +261,7 @@ fn run(args: &Args) -> Result<(), Failure> {
         .map(read_text)
         .transpose()?
         .unwrap_or_default();
+    let mut report = None;
     let (script, mode) = if let Some(draft_path) = non_empty(&args.draft_launch_sh) {
         let draft = read_text(&draft_path)?;
         let required = |value: &Option<String>, flag: &str| {
@@ -273,6 +278,10 @@ fn run(args: &Args) -> Result<(), Failure> {
         };
         let script =
             compat::render(&config, &plan, &inputs).with_context(|| format!("`{shown}`"))?;
+        if !args.quiet {
+            let shown_sh = launch_sh.to_string_lossy();
+            report = Some(compat::stdout_report(&config, &plan, &shown_sh, &script));
+        }
         (script, 0o666)
     } else {
         let absolute_config =
@@ -321,6 +330,10 @@ fn run(args: &Args) -> Result<(), Failure> {
         (script, 0o777)
     };
     write_atomically(&launch_sh, &script, mode)?;
+    if let Some(report) = report {
+        // Like the reference's prints; a closed stdout is not the script's failure.
+        let _ = io::stdout().lock().write_all(report.as_bytes());
+    }
 
     if args.submit {
         let job_id = submit(&launch_sh).map_err(|error| Failure {

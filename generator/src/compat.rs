@@ -107,6 +107,72 @@ pub fn render(
     Ok(format!("{}\n{srun_block}\n{draft}", lines.join("\n")))
 }
 
+/// What the reference prints on stdout: its three configuration dicts (Python `repr`s of what
+/// it read, in its key order), where it wrote the script, and the script.
+pub fn stdout_report(config: &LaunchConfig, plan: &Plan, launch_sh: &str, script: &str) -> String {
+    use serde_norway::Value;
+    let get = |section: &str, key: &str| -> Option<&Value> {
+        config.raw.get(section).and_then(|s| s.get(key))
+    };
+    let text_or_empty = |section: &str, key: &str| {
+        get(section, key).map_or_else(|| "''".to_owned(), pytext::repr_value)
+    };
+    let env_keys = [
+        ("container", "container_image"),
+        ("mounts", "container_mount"),
+        ("workdir", "container_workdir"),
+        ("llm_models_root", "llm_models_root"),
+        ("llmsrc", "trtllm_repo"),
+        ("build_wheel", "build_wheel"),
+        ("job_workspace", "work_dir"),
+        ("worker_env_var", "worker_env_var"),
+        ("server_env_var", "server_env_var"),
+        ("benchmark_env_var", "benchmark_env_var"),
+        ("open_search_db_base_url", "open_search_db_base_url"),
+    ];
+    let environment: Vec<String> = env_keys
+        .iter()
+        .map(|(name, key)| {
+            let value = if *key == "build_wheel" {
+                get("environment", key).map_or_else(|| "False".to_owned(), pytext::repr_value)
+            } else {
+                text_or_empty("environment", key)
+            };
+            format!("'{name}': {value}")
+        })
+        .collect();
+    let mode = get("benchmark", "mode").map_or_else(|| "'e2e'".to_owned(), pytext::repr_value);
+    // `int(text)` for a string (the first value where the reference would fail on several).
+    let concurrency = match get("benchmark", "concurrency_list") {
+        None => "1".to_owned(),
+        Some(Value::String(_)) => config
+            .benchmark
+            .concurrency
+            .as_ref()
+            .and_then(|list| list.first())
+            .map_or_else(|| "1".to_owned(), u64::to_string),
+        Some(other) => pytext::repr_value(other),
+    };
+    let (gen_server, ctx_server) = (plan.gen_server, plan.ctx_server);
+    let hardware = [
+        ("num_ctx_servers", ctx_server.count),
+        ("num_gen_servers", gen_server.count),
+        ("gpus_per_node", plan.gpus_per_node),
+        ("gpus_per_ctx_server", ctx_server.gpus),
+        ("gpus_per_gen_server", gen_server.gpus),
+        ("nodes_per_ctx_server", ctx_server.nodes),
+        ("nodes_per_gen_server", gen_server.nodes),
+        ("total_nodes", plan.total_nodes),
+        ("total_gpus", plan.total_gpus),
+    ]
+    .map(|(name, value)| format!("'{name}': {value}"));
+    format!(
+        "Environment configuration: {{{}}}\nBenchmark configuration: {{'mode': {mode}, 'concurrency': {concurrency}}}\nHardware configuration: {{{}}}\nLaunch script generated at: {launch_sh}\nLaunch script:\n{script}\n",
+        environment.join(", "),
+        hardware.join(", ")
+    )
+}
+
 /// The reference's `get_pytest_command_no_llmapilaunch` (see the module docs).
 fn no_llmapi_launch_line(lines: &[String]) -> String {
     let Some(line) = lines.iter().find(|line| line.contains(PYTEST_EXPORT)) else {

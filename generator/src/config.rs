@@ -56,6 +56,9 @@ pub struct LaunchConfig {
     /// Every other top-level section (`metadata`, `slurm`, `profiling`, ...).
     #[serde(flatten)]
     pub extra: Mapping,
+    /// The whole document as parsed (merge keys applied), for what is reported as it was read.
+    #[serde(skip)]
+    pub raw: Value,
 }
 
 /// The `benchmark` section.
@@ -236,6 +239,7 @@ impl LaunchConfig {
     pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
         let mut value: Value = serde_norway::from_str(text).map_err(ConfigError::Yaml)?;
         value.apply_merge().map_err(ConfigError::Yaml)?;
+        let document = value.clone();
         let raw: RawLaunchConfig = match value {
             Value::Mapping(_) => section(value, "the top level")?,
             Value::Null => {
@@ -262,6 +266,7 @@ impl LaunchConfig {
             )?)?,
             environment: Environment::from_raw(section_or_empty(raw.environment, "environment")?)?,
             extra: raw.extra,
+            raw: document,
         })
     }
 }

@@ -35,9 +35,183 @@ pub fn first_line(text: &str) -> &str {
     text.split(['\n', '\r']).next().unwrap_or("")
 }
 
+/// Python's `repr()` of a `str`: single quotes unless the text holds a single quote and no
+/// double quote; backslash, the quote, `\t \n \r` escaped; other non-printable characters as
+/// `\xhh`, `\uhhhh` or `\Uhhhhhhhh` (printable is approximated: control characters,
+/// separators other than the space, and a few invisible format characters are not).
+pub fn repr_str(text: &str) -> String {
+    let quote = if text.contains('\'') && !text.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push(quote);
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c if c == quote => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if !printable(c) => {
+                let n = u32::from(c);
+                if n < 0x100 {
+                    out.push_str(&format!("\\x{n:02x}"));
+                } else if n < 0x10000 {
+                    out.push_str(&format!("\\u{n:04x}"));
+                } else {
+                    out.push_str(&format!("\\U{n:08x}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push(quote);
+    out
+}
+
+/// `str.isprintable()` for one character, for the characters configs hold.
+fn printable(c: char) -> bool {
+    if c == ' ' {
+        return true;
+    }
+    !(c.is_control()
+        || c.is_whitespace()
+        || matches!(c, '\u{ad}' | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2064}' | '\u{feff}'))
+}
+
+/// Python's `repr()` of a `float` (shortest round-trip digits; exponent form below 1e-4 and
+/// from 1e16 on, with a sign and at least two exponent digits).
+pub fn repr_float(value: f64) -> String {
+    if value.is_nan() {
+        return "nan".into();
+    }
+    if value.is_infinite() {
+        return if value > 0.0 {
+            "inf".into()
+        } else {
+            "-inf".into()
+        };
+    }
+    if value == 0.0 {
+        return if value.is_sign_negative() {
+            "-0.0".into()
+        } else {
+            "0.0".into()
+        };
+    }
+    // Rust's `{:e}` gives the shortest round-trip digits: `d[.ddd]e[-]x`.
+    let sci = format!("{:e}", value.abs());
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    let sign = if value < 0.0 { "-" } else { "" };
+    if (-4..16).contains(&exp) {
+        let n = digits.len() as i32;
+        let text = if exp >= n - 1 {
+            format!("{digits}{}.0", "0".repeat((exp - n + 1) as usize))
+        } else if exp >= 0 {
+            let (int, frac) = digits.split_at((exp + 1) as usize);
+            format!("{int}.{frac}")
+        } else {
+            format!("0.{}{digits}", "0".repeat((-exp - 1) as usize))
+        };
+        format!("{sign}{text}")
+    } else {
+        let (first, rest) = digits.split_at(1);
+        let mantissa = if rest.is_empty() {
+            first.to_string()
+        } else {
+            format!("{first}.{rest}")
+        };
+        let esign = if exp < 0 { '-' } else { '+' };
+        format!("{sign}{mantissa}e{esign}{:02}", exp.abs())
+    }
+}
+
+/// Python's `repr()` of what `yaml.safe_load` gives for a YAML value, for the values configs
+/// hold (strings, integers, floats, booleans, null, lists, mappings). YAML 1.1-only spellings
+/// (`yes`, `on`, `017`, `1:30`), which PyYAML types and serde_norway (YAML 1.2) keeps as text,
+/// come out as strings.
+pub fn repr_value(value: &serde_norway::Value) -> String {
+    use serde_norway::Value;
+    match value {
+        Value::Null => "None".into(),
+        Value::Bool(true) => "True".into(),
+        Value::Bool(false) => "False".into(),
+        Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+            (Some(i), _, _) => i.to_string(),
+            (None, Some(u), _) => u.to_string(),
+            (None, None, Some(f)) => repr_float(f),
+            _ => n.to_string(),
+        },
+        Value::String(s) => repr_str(s),
+        Value::Sequence(items) => {
+            let parts: Vec<String> = items.iter().map(repr_value).collect();
+            format!("[{}]", parts.join(", "))
+        }
+        Value::Mapping(map) => {
+            let parts: Vec<String> = map
+                .iter()
+                .map(|(k, v)| format!("{}: {}", repr_value(k), repr_value(v)))
+                .collect();
+            format!("{{{}}}", parts.join(", "))
+        }
+        Value::Tagged(tagged) => repr_value(&tagged.value),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Expected values from CPython 3.11's `repr()`.
+    #[test]
+    fn reprs_match_python() {
+        let strs = [
+            ("", "''"),
+            ("abc", "'abc'"),
+            ("it's", "\"it's\""),
+            ("say \"hi\"", "'say \"hi\"'"),
+            ("both ' \"", "'both \\' \"'"),
+            ("back\\slash", "'back\\\\slash'"),
+            ("tab\tnl\ncr\r", "'tab\\tnl\\ncr\\r'"),
+            ("\x01\x7f\u{a0}", "'\\x01\\x7f\\xa0'"),
+            ("\u{200b}\u{2028}", "'\\u200b\\u2028'"),
+            ("héllo wörld ✓", "'héllo wörld ✓'"),
+            ("/lustre/img.sqsh", "'/lustre/img.sqsh'"),
+        ];
+        for (input, expected) in strs {
+            assert_eq!(repr_str(input), expected, "{input:?}");
+        }
+        let floats = [
+            (1.0, "1.0"),
+            (0.1, "0.1"),
+            (2.5, "2.5"),
+            (100.0, "100.0"),
+            (1e15, "1000000000000000.0"),
+            (1e16, "1e+16"),
+            (1.5e300, "1.5e+300"),
+            (0.0001, "0.0001"),
+            (0.00001, "1e-05"),
+            (1.2345678901234568e17, "1.2345678901234568e+17"),
+            (-3.25, "-3.25"),
+            (123456.789, "123456.789"),
+        ];
+        for (input, expected) in floats {
+            assert_eq!(repr_float(input), expected, "{input}");
+        }
+        let yaml: serde_norway::Value =
+            serde_norway::from_str("{a: [1, 2.0, true, null, x], b: {c: 'd'}}").unwrap();
+        assert_eq!(
+            repr_value(&yaml),
+            "{'a': [1, 2.0, True, None, 'x'], 'b': {'c': 'd'}}"
+        );
+    }
 
     #[test]
     fn newlines_are_translated_like_python_text_mode() {
