@@ -52,6 +52,14 @@ fn every_golden_case_is_reproduced_byte_for_byte() {
             "case {}: output differs from expected.sh",
             case.display()
         );
+        if let Ok(expected) = std::fs::read_to_string(case.join("expected.stdout")) {
+            let printed = run.stdout.replace(&*out.to_string_lossy(), "OUT");
+            assert!(
+                printed == expected,
+                "case {}: stdout differs from expected.stdout:\n{printed}",
+                case.display()
+            );
+        }
     }
 }
 
@@ -339,4 +347,57 @@ fn reference_flag_spellings_work() {
     let run = launch_gen(dir.path(), args);
     assert_eq!((run.code, run.stderr.as_str()), (0, ""));
     assert!(read(&dir.path().join("a.sh")).ends_with(")\nD\n"));
+}
+
+#[test]
+fn stdout_is_the_references_report_unless_quiet() {
+    // What the reference prints: its three dicts as Python reprs (a YAML list and quotes in a
+    // value, a missing section), where it wrote the script, and the script itself.
+    let dir = tempfile::tempdir().expect("temp dir");
+    write_files(
+        dir.path(),
+        &[
+            (
+                "cfg.yaml",
+                "hardware: {gpus_per_node: 4, num_ctx_servers: 1, num_gen_servers: 2}\n\
+                 benchmark: {concurrency_list: [8, 16]}\n\
+                 environment: {container_image: \"it's\", build_wheel: true}\n",
+            ),
+            ("draft.sh", "D\n"),
+        ],
+    );
+    let base = [
+        "--config-yaml",
+        "cfg.yaml",
+        "--draft-launch-sh",
+        "draft.sh",
+        "--launch-sh",
+        "a.sh",
+        "--run-sh",
+        "/r",
+        "--install-sh",
+        "/i",
+    ];
+    let run = launch_gen(dir.path(), base);
+    assert_eq!((run.code, run.stderr.as_str()), (0, ""));
+    let script = read(&dir.path().join("a.sh"));
+    let expected = format!(
+        "Environment configuration: {{'container': \"it's\", 'mounts': '', 'workdir': '', \
+         'llm_models_root': '', 'llmsrc': '', 'build_wheel': True, 'job_workspace': '', \
+         'worker_env_var': '', 'server_env_var': '', 'benchmark_env_var': '', \
+         'open_search_db_base_url': ''}}\n\
+         Benchmark configuration: {{'mode': 'e2e', 'concurrency': [8, 16]}}\n\
+         Hardware configuration: {{'num_ctx_servers': 1, 'num_gen_servers': 2, 'gpus_per_node': 4, \
+         'gpus_per_ctx_server': 1, 'gpus_per_gen_server': 1, 'nodes_per_ctx_server': 1, \
+         'nodes_per_gen_server': 1, 'total_nodes': 3, 'total_gpus': 12}}\n\
+         Launch script generated at: a.sh\nLaunch script:\n{script}\n"
+    );
+    assert_eq!(run.stdout, expected);
+
+    let quiet = launch_gen(dir.path(), base.iter().copied().chain(["--quiet"]));
+    assert_eq!(
+        (quiet.code, quiet.stdout.as_str(), quiet.stderr.as_str()),
+        (0, "", "")
+    );
+    assert_eq!(read(&dir.path().join("a.sh")), script);
 }
