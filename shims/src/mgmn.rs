@@ -16,7 +16,8 @@
 //! - Stop (from an authenticated `--action stop` client, or `SIGTERM` to the leader): the
 //!   leader tells every worker to exit, then every rank finalizes MPI (Open MPI's finalize is
 //!   a fence: all ranks must reach it) and exits 0. A `SIGTERM` that arrives while the leader
-//!   is inside a collective (which never returns once a rank died) ends it at once.
+//!   is sending a task to the workers or inside its collective (neither returns once a rank
+//!   died) ends it at once; after a `SIGTERM` the caller stops the workers under a short bound.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -111,12 +112,14 @@ pub struct Job {
 
 /// Set by the leader's `SIGTERM`/`SIGINT` handler.
 static TERMINATE: AtomicBool = AtomicBool::new(false);
-/// True while the leader's main thread is inside a collective.
-static IN_COLLECTIVE: AtomicBool = AtomicBool::new(false);
+/// True while the leader's main thread sends a task to the workers or runs its collective.
+static IN_WORLD_CALL: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_term(signal: nix::libc::c_int) {
-    if IN_COLLECTIVE.load(Ordering::SeqCst) {
-        // A collective cannot be abandoned: when a rank died, it never returns. Exit now
+    if IN_WORLD_CALL.load(Ordering::SeqCst) {
+        // Neither a collective nor a send to a rank that died returns (seen under Slurm: the
+        // workers of the other node ended first, Open MPI's TCP transport reported
+        // "writev failed: Connection reset by peer" and the send never completed). Exit now
         // (`_exit` is async-signal-safe) so the step ends at once instead of after the
         // launcher's grace period.
         // SAFETY: `_exit` is async-signal-safe and takes no pointers.
@@ -237,6 +240,8 @@ pub enum LeaderEnd {
 }
 
 /// The leader's MPI loop: runs jobs on every rank until stop. Returns the number of tasks run.
+/// After a stop request the workers have been told to exit; after a termination signal the
+/// caller does that, under a bound (a worker may be gone).
 pub fn run_leader(world: &SimpleCommunicator, jobs: &Receiver<Job>) -> (LeaderEnd, u64) {
     let size = world.size();
     let world_size = size as u32;
@@ -252,14 +257,12 @@ pub fn run_leader(world: &SimpleCommunicator, jobs: &Receiver<Job>) -> (LeaderEn
             Err(RecvTimeoutError::Timeout) => {
                 if TERMINATE.load(Ordering::SeqCst) {
                     say!("termination signal: stopping {} worker(s)", size - 1);
-                    stop_workers(world);
                     return (LeaderEnd::Terminated, tasks);
                 }
                 continue;
             }
             Err(RecvTimeoutError::Disconnected) => {
-                // The acceptor never ends on its own; treat it like a stop.
-                stop_workers(world);
+                // The acceptor never ends on its own; treat it like a termination signal.
                 return (LeaderEnd::Terminated, tasks);
             }
         };
@@ -267,7 +270,6 @@ pub fn run_leader(world: &SimpleCommunicator, jobs: &Receiver<Job>) -> (LeaderEn
             let _ = job.reply.send(Reply::Error {
                 message: "the leader is stopping".into(),
             });
-            stop_workers(world);
             return (LeaderEnd::Terminated, tasks);
         }
         match job.request {
@@ -276,11 +278,20 @@ pub fn run_leader(world: &SimpleCommunicator, jobs: &Receiver<Job>) -> (LeaderEn
             }
             Request::Allreduce => {
                 tasks += 1;
+                IN_WORLD_CALL.store(true, Ordering::SeqCst);
+                // A TERM that came just before is handled at once, not after a send that may
+                // never return.
+                if TERMINATE.load(Ordering::SeqCst) {
+                    IN_WORLD_CALL.store(false, Ordering::SeqCst);
+                    let _ = job.reply.send(Reply::Error {
+                        message: "the leader is stopping".into(),
+                    });
+                    return (LeaderEnd::Terminated, tasks - 1);
+                }
                 tell_workers([CMD_ALLREDUCE, tasks as i32]);
                 let mut sum = 0i64;
-                IN_COLLECTIVE.store(true, Ordering::SeqCst);
                 world.all_reduce_into(&0i64, &mut sum, SystemOperation::sum());
-                IN_COLLECTIVE.store(false, Ordering::SeqCst);
+                IN_WORLD_CALL.store(false, Ordering::SeqCst);
                 let _ = job.reply.send(Reply::Sum { sum, world_size });
             }
             Request::Stop => {

@@ -231,3 +231,38 @@ fn sigterm_ends_a_leader_stuck_in_a_collective_at_once() {
         world.all()
     );
 }
+
+/// After a TERM the leader stops its world under a short bound: seen under Slurm, the workers of
+/// the other node were already gone, and the leader waited in MPI until the launcher's KILL.
+/// Here the worker is frozen, so the finalize fence cannot complete: the leader exits 143 about
+/// 2 s after the TERM, well inside the launcher's 5 s grace.
+#[test]
+fn sigterm_with_a_worker_gone_ends_the_leader_within_its_bound() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let port = common::free_port();
+    let mut world = start_world(port, KEY);
+    world.wait_for("MPI world of 2 rank(s) up", Duration::from_secs(60));
+    let mpirun_pid = world.pid();
+    let worker = children_named(mpirun_pid, "shim-worker");
+    let leader = children_named(mpirun_pid, "shim-leader");
+    assert_eq!((worker.len(), leader.len()), (1, 1), "{}", world.all());
+    let (worker, leader) = (Pid::from_raw(worker[0]), Pid::from_raw(leader[0]));
+
+    kill(worker, Signal::SIGSTOP).unwrap();
+    let started = Instant::now();
+    kill(leader, Signal::SIGTERM).unwrap();
+    world.wait_for(
+        "did not stop within 2s of the termination signal",
+        Duration::from_secs(10),
+    );
+    let took = started.elapsed();
+    let _ = kill(worker, Signal::SIGCONT);
+    let status = world.wait(Duration::from_secs(30));
+    assert!(!status.success(), "{}", world.all());
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(4),
+        "took {took:?}\n{}",
+        world.all()
+    );
+}

@@ -8,7 +8,7 @@
 //! `--action start` (default): initialise MPI, bind the proxy address, serve tasks until an
 //! authenticated stop (or `SIGTERM`), stop the workers, finalize within
 //! `TLLM_MGMN_SHUTDOWN_GRACE_SECONDS` (else exit 1 without finalizing, which fails the world),
-//! exit 0.
+//! exit 0. After a `SIGTERM` the bound is 2 s (or the grace, if shorter), then exit 143.
 //! `--action stop`: initialise MPI (a singleton), connect with the key, ask the leader to stop,
 //! exit 0 once it confirms.
 
@@ -143,16 +143,33 @@ fn shutdown_grace() -> Result<Duration, Fail> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-/// Ends the process if stopping the world takes longer than the shutdown grace: exiting
-/// without MPI_Finalize makes the launcher fail the whole world, as the real leader's abort.
-fn shutdown_watchdog(grace: Duration) {
+/// After a termination signal the launcher's KILL is seconds away (5 s by default,
+/// `TLLM_LLMAPI_LAUNCH_TERM_GRACE_SECONDS`), and the workers of another node may already be
+/// gone, so that a send to them or the finalize fence never returns: the leader gives its
+/// world this long, then exits with 143 as if the TERM had killed it.
+const TERM_SHUTDOWN: Duration = Duration::from_secs(2);
+
+/// Ends the process if stopping the world takes longer than `bound`: exiting without
+/// MPI_Finalize makes the launcher fail the whole world, as the real leader's abort.
+fn shutdown_watchdog(bound: Duration, end: LeaderEnd) {
     std::thread::spawn(move || {
-        std::thread::sleep(grace);
-        say!(
-            "error: the MPI world did not stop within {grace:?} (TLLM_MGMN_SHUTDOWN_GRACE_SECONDS); aborting"
-        );
+        std::thread::sleep(bound);
+        let code = match end {
+            LeaderEnd::Stopped => {
+                say!(
+                    "error: the MPI world did not stop within {bound:?} (TLLM_MGMN_SHUTDOWN_GRACE_SECONDS); aborting"
+                );
+                1
+            }
+            LeaderEnd::Terminated => {
+                say!(
+                    "the MPI world did not stop within {bound:?} of the termination signal; exiting"
+                );
+                128 + nix::libc::SIGTERM
+            }
+        };
         // SAFETY: _exit takes no pointers; the main thread is stuck in MPI.
-        unsafe { nix::libc::_exit(1) }
+        unsafe { nix::libc::_exit(code) }
     });
 }
 
@@ -192,7 +209,13 @@ fn start() -> Result<(), Fail> {
         LeaderEnd::Terminated => "termination signal",
     };
     say!("stopped by {why} after {tasks} task(s); finalizing MPI");
-    shutdown_watchdog(grace);
+    match end {
+        LeaderEnd::Stopped => shutdown_watchdog(grace, end),
+        LeaderEnd::Terminated => {
+            shutdown_watchdog(grace.min(TERM_SHUTDOWN), end);
+            mgmn::stop_workers(&world);
+        }
+    }
     drop(universe);
     Ok(())
 }
