@@ -198,12 +198,10 @@ fn launch(
         .map_or_else(|| "-".to_string(), |r| r.escape_debug().to_string());
     logging::set_identity("?", &raw_role, &host);
     let cwd = std::env::current_dir().unwrap_or_else(|_| "/".into());
-    let default_tmp = std::env::temp_dir();
     let cx = plan::Context {
         host: &host,
         cwd: &cwd,
         ppid: nix::unistd::getppid().as_raw(),
-        default_tmp: &default_tmp,
     };
     let plan = match plan::plan(opts, command, force_mpi, env_list, env_map, &cx) {
         Ok(plan) => plan,
@@ -251,7 +249,11 @@ fn launch(
             }
         }
     });
-    let mut sup = match Supervisor::new() {
+    let timing = crate::supervisor::Timing {
+        grace: plan.grace,
+        stop_timeout: plan.stop_timeout,
+    };
+    let mut sup = match Supervisor::new(timing) {
         Ok(sup) => sup,
         Err(err) => {
             tracing::error!("failed to set up supervision: {err}");
@@ -273,8 +275,8 @@ fn launch(
     let outcome = match run::run(&mut sup, &plan, fi) {
         Ok(outcome) => outcome,
         Err(err) => {
+            // `run` has ended every child already.
             tracing::error!("{:#}", anyhow::Error::from(err));
-            sup.sweep(crate::policy::Ending::Idle, plan.grace);
             sup.finish();
             return LaunchExit::SETUP_FAILED;
         }

@@ -239,6 +239,14 @@ mod tests {
         let mut env = list(&[("UCX_TLS", "tcp"), ("PMI_FD", "5")]);
         scrub(&mut env, SINGLE_SCRUB_PREFIXES);
         assert_eq!(env, list(&[("UCX_TLS", "tcp")]));
+        // The launch state is TensorRT-LLM's list without the tuning prefixes.
+        let tuning = ["UCX_", "KMP_", "CRAY_"];
+        let expected: Vec<&str> = TASK_SCRUB_PREFIXES
+            .iter()
+            .copied()
+            .filter(|p| !tuning.contains(p))
+            .collect();
+        assert_eq!(SINGLE_SCRUB_PREFIXES, expected.as_slice());
     }
 
     #[test]

@@ -275,9 +275,10 @@ fn installer_state(dir: &Path) -> Installer {
     let Ok(file) = open_nofollow(&path) else {
         return Installer::NotStarted;
     };
+    // Held by the installer, or (no flock on this file system) an installer that should have
+    // written its pid: either way, not known to be gone.
     match Flock::lock(file, FlockArg::LockSharedNonblock) {
         Ok(_held) => Installer::Gone,
-        Err((_, errno)) if flock_unsupported(errno) => Installer::Alive,
         Err(_) => Installer::Alive,
     }
 }
@@ -320,9 +321,9 @@ pub fn install(
     };
     // The status completes "the install command … on this node": it is published for the
     // waiters and read back into this rank's own outcome, so every local rank reports the same.
-    let mut interrupted = Signal::SIGTERM;
-    let status = match sup.spawn(child) {
-        Err(err) => Some(format!("could not be started ({err})")),
+    // The status, or the termination signal that interrupted the install.
+    let status: Result<String, Signal> = match sup.spawn(child) {
+        Err(err) => Ok(format!("could not be started ({err})")),
         Ok(id) => {
             let deadline = started + spec.timeout;
             loop {
@@ -331,7 +332,7 @@ pub fn install(
                     .map_err(GateError::Loop)?
                 {
                     Event::Exited(done, end) if done == id => {
-                        break Some(if end.success() {
+                        break Ok(if end.success() {
                             "ok".to_string()
                         } else {
                             format!("failed with exit code {}", end.code())
@@ -339,14 +340,13 @@ pub fn install(
                     }
                     // Published at once; the caller's sweep ends the install (TERM, grace, KILL).
                     Event::Deadline => {
-                        break Some(format!("did not finish within {}s", spec.timeout.as_secs()));
+                        break Ok(format!("did not finish within {}s", spec.timeout.as_secs()));
                     }
                     Event::Signal(signal) => {
                         let order = ending.on_signal(signal, Instant::now(), spec.grace);
                         sup.carry_out(order);
                         if policy::is_termination(signal) {
-                            interrupted = signal;
-                            break None;
+                            break Err(signal);
                         }
                     }
                     _ => {}
@@ -355,18 +355,18 @@ pub fn install(
         }
     };
     let outcome = match status {
-        Some(status) => {
+        Ok(status) => {
             publish(dir, "status", &status)?;
             drop(held);
             status_outcome(&status, &log)
         }
-        None => {
+        Err(signal) => {
             // Never a final status: the next installer of this gate starts afresh.
             if matches!(held, Held::Pid) {
                 publish(dir, "lock", "abandoned")?;
             }
             drop(held);
-            GateOutcome::Interrupted(interrupted)
+            GateOutcome::Interrupted(signal)
         }
     };
     tracing::info!(
@@ -438,13 +438,19 @@ pub fn wait(
         Watcher::Inotify(inotify) => (Some(keep.insert(inotify)), LIVENESS_TICK),
         Watcher::Poll => (None, POLL_TICK),
     };
-    tracing::info!(gate = %path, "waiting for local rank 0 to finish the install");
+    let watch = if fd_watch.is_some() {
+        "inotify"
+    } else {
+        "poll"
+    };
+    tracing::info!(gate = %path, watch, "waiting for local rank 0 to finish the install");
     loop {
         // Checked after the watch exists, so a status published meanwhile is not missed.
         if let Some(status) = read_status(dir) {
             return Ok(status_outcome(&status, &log));
         }
-        match installer_state(dir) {
+        let installer = installer_state(dir);
+        match installer {
             Installer::Gone if read_status(dir).is_none() => {
                 return Ok(GateOutcome::Failed(format!(
                     "local rank 0 ended before finishing the install on this node (log: `{}`)",
@@ -461,7 +467,7 @@ pub fn wait(
             _ => {}
         }
         let mut next = (Instant::now() + tick).min(deadline);
-        if installer_state(dir) == Installer::NotStarted {
+        if installer == Installer::NotStarted {
             next = next.min(started + spec.start_timeout);
         }
         let fd = fd_watch.as_ref().map(|i| i.as_fd());

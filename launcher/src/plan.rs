@@ -69,7 +69,7 @@ pub struct Options {
     /// How long waiting ranks wait for local rank 0 to begin the install before they give up.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration, env = "RANK_LAUNCH_INSTALL_START_TIMEOUT")]
     pub install_start_timeout: Duration,
-    /// Node-local directory for the install gate (default: `$TMPDIR` or `/tmp`).
+    /// Node-local directory for the install gate (default: `$TMPDIR` when absolute, else `/tmp`).
     #[arg(long, value_name = "DIR", env = "RANK_LAUNCH_INSTALL_DIR")]
     pub install_dir: Option<PathBuf>,
     /// How waiting ranks learn that the install is done: inotify (falls back to polling
@@ -240,12 +240,13 @@ pub struct GateKey {
 
 /// Where the rank's FlashInfer workspace goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FlashinferBase {
+pub struct FlashinferBase {
     /// A persistent per-rank slot under this directory (`$XDG_CACHE_HOME` or `~/.cache`, then
-    /// `tensorrt_llm/flashinfer`).
-    Persistent(PathBuf),
-    /// No usable home: a workspace under this temporary directory, removed at exit.
-    Temporary(PathBuf),
+    /// `tensorrt_llm/flashinfer`); `None` without a usable home.
+    pub persistent: Option<PathBuf>,
+    /// Where a temporary workspace goes (removed at exit) when there is no persistent slot:
+    /// the node's temporary directory ([`temp_dir`]).
+    pub tmp: PathBuf,
 }
 
 /// Everything a run needs, decided before it starts.
@@ -305,8 +306,6 @@ pub struct Context<'a> {
     pub cwd: &'a Path,
     /// rank-launch's parent pid: ranks started by one local launcher share it.
     pub ppid: i32,
-    /// `/tmp` or the like, when `$TMPDIR` is not set.
-    pub default_tmp: &'a Path,
 }
 
 /// The job this rank belongs to, for job-scoped paths.
@@ -402,9 +401,14 @@ fn absolute_dir(env: &EnvMap, var: &str) -> Option<PathBuf> {
     env.get(var).map(PathBuf::from).filter(|p| p.is_absolute())
 }
 
+/// The node's temporary directory: `$TMPDIR` when it is absolute, else `/tmp`.
+pub fn temp_dir(env: &EnvMap) -> PathBuf {
+    absolute_dir(env, "TMPDIR").unwrap_or_else(|| PathBuf::from("/tmp"))
+}
+
 /// Where the FlashInfer workspace of an MPI-path rank goes, or `None` when the user chose one
 /// (`FLASHINFER_WORKSPACE_BASE`) or turned isolation off.
-pub fn flashinfer_base(env: &EnvMap, default_tmp: &Path) -> Option<FlashinferBase> {
+pub fn flashinfer_base(env: &EnvMap) -> Option<FlashinferBase> {
     if env.contains_key(childenv::FLASHINFER_VAR)
         || env.get(FLASHINFER_PER_PROCESS_VAR).map(|v| v.trim()) == Some("0")
     {
@@ -412,11 +416,9 @@ pub fn flashinfer_base(env: &EnvMap, default_tmp: &Path) -> Option<FlashinferBas
     }
     let cache = absolute_dir(env, "XDG_CACHE_HOME")
         .or_else(|| absolute_dir(env, "HOME").map(|home| home.join(".cache")));
-    Some(match cache {
-        Some(cache) => FlashinferBase::Persistent(cache.join("tensorrt_llm").join("flashinfer")),
-        None => FlashinferBase::Temporary(
-            absolute_dir(env, "TMPDIR").unwrap_or_else(|| default_tmp.to_path_buf()),
-        ),
+    Some(FlashinferBase {
+        persistent: cache.map(|cache| cache.join("tensorrt_llm").join("flashinfer")),
+        tmp: temp_dir(env),
     })
 }
 
@@ -465,10 +467,12 @@ pub fn plan(
     }
 
     let mut warnings = Vec::new();
+    // Only rank 0 of the MPI path has a proxy: elsewhere these variables are not read.
     let ipc = match (env_map.get(IPC_ADDR_VAR), env_map.get(IPC_PORT_VAR)) {
+        _ if mode != Mode::MpiRank0 => Ipc::Loopback(None),
         (Some(addr), _) if !addr.trim().is_empty() => {
             check_ipc_addr(addr.trim())?;
-            if mode == Mode::MpiRank0 && env_map.contains_key(IPC_PORT_VAR) {
+            if env_map.contains_key(IPC_PORT_VAR) {
                 warnings.push(format!(
                     "`{IPC_ADDR_VAR}` is set, so `{IPC_PORT_VAR}` is not used"
                 ));
@@ -546,8 +550,7 @@ pub fn plan(
         let root = opts
             .install_dir
             .clone()
-            .or_else(|| env_map.get("TMPDIR").map(PathBuf::from))
-            .unwrap_or_else(|| cx.default_tmp.to_path_buf());
+            .unwrap_or_else(|| temp_dir(env_map));
         Install {
             command: cmd.clone(),
             root: if root.is_absolute() {
@@ -583,7 +586,7 @@ pub fn plan(
         ipc,
         task_stdin,
         flashinfer: if mpi_path {
-            flashinfer_base(env_map, cx.default_tmp)
+            flashinfer_base(env_map)
         } else {
             None
         },
@@ -605,7 +608,16 @@ mod tests {
     }
 
     fn opts(args: &[&str]) -> Options {
-        // The options' own variables must not leak in from the test runner.
+        // clap also reads each option's variable (`RANK_LAUNCH_GRACE_PERIOD` ...): these tables
+        // hold only if the test runner sets none of them.
+        use clap::CommandFactory;
+        let set: Vec<String> = Wrap::command()
+            .get_arguments()
+            .filter_map(|a| a.get_env())
+            .filter(|var| std::env::var_os(var).is_some())
+            .map(|var| var.to_string_lossy().into_owned())
+            .collect();
+        assert!(set.is_empty(), "unset {set:?} to run these table tests");
         Wrap::try_parse_from(std::iter::once("rank-launch").chain(args.iter().copied()))
             .expect("options")
             .opts
@@ -628,7 +640,6 @@ mod tests {
             host: "n1",
             cwd: Path::new("/work"),
             ppid: 77,
-            default_tmp: Path::new("/tmp"),
         }
     }
 
@@ -807,6 +818,14 @@ mod tests {
         }
         let text = bad(&[], &[(IPC_PORT_VAR, "x")], true);
         assert!(text.contains(IPC_PORT_VAR), "{text}");
+        // A single process (a BENCHMARK inheriting a stray value) never reads them.
+        let p = run(
+            &[],
+            &[(IPC_PORT_VAR, "x"), (IPC_ADDR_VAR, "udp://x:1")],
+            false,
+        )
+        .unwrap();
+        assert_eq!(p.ipc, Ipc::Loopback(None));
     }
 
     #[test]
@@ -820,25 +839,28 @@ mod tests {
 
     #[test]
     fn flashinfer_workspace() {
-        let tmp = Path::new("/tmp");
-        let f = |vars: &[(&str, &str)]| flashinfer_base(&env(vars).1, tmp);
+        let f = |vars: &[(&str, &str)]| flashinfer_base(&env(vars).1);
+        let base = |persistent: Option<&str>, tmp: &str| {
+            Some(FlashinferBase {
+                persistent: persistent.map(PathBuf::from),
+                tmp: tmp.into(),
+            })
+        };
         assert_eq!(
             f(&[("HOME", "/home/u")]),
-            Some(FlashinferBase::Persistent(
-                "/home/u/.cache/tensorrt_llm/flashinfer".into()
-            ))
+            base(Some("/home/u/.cache/tensorrt_llm/flashinfer"), "/tmp")
         );
         assert_eq!(
             f(&[("HOME", "/home/u"), ("XDG_CACHE_HOME", "/c")]),
-            Some(FlashinferBase::Persistent(
-                "/c/tensorrt_llm/flashinfer".into()
-            ))
+            base(Some("/c/tensorrt_llm/flashinfer"), "/tmp")
         );
         assert_eq!(
             f(&[("HOME", "relative"), ("TMPDIR", "/scratch")]),
-            Some(FlashinferBase::Temporary("/scratch".into()))
+            base(None, "/scratch")
         );
-        assert_eq!(f(&[]), Some(FlashinferBase::Temporary("/tmp".into())));
+        assert_eq!(f(&[]), base(None, "/tmp"));
+        // A relative $TMPDIR is no temporary directory.
+        assert_eq!(f(&[("TMPDIR", "scratch")]), base(None, "/tmp"));
         assert_eq!(
             f(&[("HOME", "/h"), ("FLASHINFER_WORKSPACE_BASE", "/mine")]),
             None

@@ -307,11 +307,6 @@ impl Rank0 {
         }
     }
 
-    /// The leader ended before the task, while both were serving.
-    pub fn leader_ended_first(&self) -> bool {
-        self.first == Some(Member::Leader)
-    }
-
     fn begin_ending(&mut self, cause: Cause, why: Why, now: Instant) -> Order {
         self.cause.get_or_insert(cause);
         self.phase = Phase::Ending;
@@ -413,6 +408,7 @@ impl Rank0 {
         Some(match self.first {
             // A termination signal while both were serving: the task's own answer to it.
             None => plain(task.code()),
+            // (`first` is only ever the task or the leader.)
             Some(Member::Task) | Some(Member::StopHelper) => {
                 if !task.success() {
                     plain(task.code())
@@ -440,17 +436,13 @@ impl Rank0 {
                                  {code}); the MPI leader was terminated"
                             ),
                         ),
-                        Some(Cause::Signal) | Some(Cause::TaskOverran) | None
-                            if !leader.success() && self.cause.is_none() =>
-                        {
-                            because(
-                                leader.code(),
-                                format!(
-                                    "the MPI leader failed while stopping (exit code {})",
-                                    leader.code()
-                                ),
-                            )
-                        }
+                        None if !leader.success() => because(
+                            leader.code(),
+                            format!(
+                                "the MPI leader failed while stopping (exit code {})",
+                                leader.code()
+                            ),
+                        ),
                         _ => plain(0),
                     }
                 }

@@ -17,8 +17,8 @@ use crate::childenv::{self, Additions, Process};
 use crate::exit::{ChildEnd, LaunchExit};
 use crate::gate::{self, GateOutcome, InstallSpec, WaitSpec};
 use crate::plan::{Ipc, Mode, Plan, Stdin};
-use crate::policy::{Ending, Member, Order, Rank0, Single, Verdict, Why};
-use crate::supervisor::{ChildId, ChildReport, ChildSpec, Event, Output, Supervisor};
+use crate::policy::{Ending, Member, Order, Rank0, Single, Verdict};
+use crate::supervisor::{ChildId, ChildReport, ChildSpec, Event, Output, SpawnError, Supervisor};
 
 /// How the run ended.
 #[derive(Debug, Clone)]
@@ -41,8 +41,6 @@ pub struct Outcome {
 pub enum RunError {
     #[error(transparent)]
     Gate(#[from] gate::GateError),
-    #[error("the supervisor loop failed")]
-    Loop(#[from] std::io::Error),
     #[error(
         "`{}`={port}: failed to bind 127.0.0.1:{port} for the proxy IPC address",
         childenv::IPC_PORT_VAR
@@ -82,6 +80,8 @@ fn shell(command: &str) -> Vec<OsString> {
 }
 
 /// Runs the plan to its end. `flashinfer` is the rank's claimed workspace on the MPI path.
+/// An error comes back with every child already ended (a failing supervisor loop is a
+/// verdict, ended like any other).
 pub fn run(
     sup: &mut Supervisor,
     plan: &Plan,
@@ -102,7 +102,7 @@ pub fn run(
                 lock: install.lock,
                 grace: plan.grace,
             };
-            gate::install(sup, spec, &mut ending)?
+            gate::install(sup, spec, &mut ending)
         } else {
             let spec = WaitSpec {
                 dir: &dir,
@@ -111,7 +111,15 @@ pub fn run(
                 watch: install.watch,
                 grace: plan.grace,
             };
-            gate::wait(sup, spec, &mut ending, &mut gate_watch)?
+            gate::wait(sup, spec, &mut ending, &mut gate_watch)
+        };
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(err) => {
+                // Whatever the install left, ended by the policy already under way.
+                sup.sweep(ending);
+                return Err(err.into());
+            }
         };
         let verdict = match outcome {
             GateOutcome::Ready => {
@@ -129,7 +137,7 @@ pub fn run(
             }),
         };
         if let Some(verdict) = verdict {
-            return Ok(finish(sup, plan, ending, verdict, None, Vec::new()));
+            return Ok(finish(sup, ending, verdict, None, Vec::new()));
         }
     }
     let add = Additions {
@@ -175,35 +183,6 @@ fn spec(plan: &Plan, name: &'static str, argv: Vec<OsString>, env: childenv::Env
     }
 }
 
-/// Logs an order with its reason, then carries it out.
-fn carry_out(sup: &mut Supervisor, plan: &Plan, order: Order) {
-    if let Order::SignalAll { signal, why } = order {
-        let grace_ms = plan.grace.as_millis() as u64;
-        let stop_s = plan.stop_timeout.as_secs_f64();
-        match why {
-            Why::Forwarded => {
-                tracing::info!(signal = %signal, grace_ms, "forwarding to every child")
-            }
-            Why::Notice => tracing::info!(signal = %signal, "forwarding as a notice"),
-            Why::SecondSignal => {
-                tracing::warn!("second termination signal; killing every child now")
-            }
-            Why::GraceOver => tracing::warn!("grace period over; killing every child"),
-            Why::StopOverran => tracing::warn!(
-                "MPI leader shutdown exceeded {stop_s}s after the task's end; terminating it"
-            ),
-            Why::StopHelperFailed => {
-                tracing::warn!("the leader's stop command failed; terminating the MPI leader")
-            }
-            Why::TaskOverran => tracing::warn!(
-                "the task did not end within {stop_s}s of the MPI leader's end; terminating it"
-            ),
-            Why::Leftovers => tracing::debug!("ending what is left of the children"),
-        }
-    }
-    sup.carry_out(order);
-}
-
 /// One main child: single roles and MPI workers.
 fn run_one(
     sup: &mut Supervisor,
@@ -216,11 +195,8 @@ fn run_one(
     let id = match sup.spawn(spec(plan, name, argv.clone(), env)) {
         Ok(id) => id,
         Err(err) => {
-            let verdict = Verdict {
-                code: err.exit_code(),
-                reason: Some(format!("failed to start the {name}: {err}")),
-            };
-            return Ok(finish(sup, plan, ending, verdict, None, argv));
+            let verdict = start_failed(name, &err);
+            return Ok(finish(sup, ending, verdict, None, argv));
         }
     };
     tracing::info!(child = name, pid = sup.pid(id), "started");
@@ -231,7 +207,11 @@ fn run_one(
         if let Some(v) = m.verdict(name) {
             break v;
         }
-        match sup.next_event(m.deadline(), None)? {
+        let event = match sup.next_event(m.deadline(), None) {
+            Ok(event) => event,
+            Err(err) => break loop_failed(&err),
+        };
+        match event {
             Event::Exited(done, e) if done == id => {
                 tracing::info!(child = name, code = e.code(), end = ?e, "ended");
                 end = Some(e);
@@ -239,17 +219,17 @@ fn run_one(
             }
             Event::Signal(signal) => {
                 let order = m.on_signal(signal, Instant::now());
-                carry_out(sup, plan, order);
+                sup.carry_out(order);
             }
             Event::Deadline => {
                 if let Some(order) = m.on_tick(Instant::now()) {
-                    carry_out(sup, plan, order);
+                    sup.carry_out(order);
                 }
             }
             _ => {}
         }
     };
-    Ok(finish(sup, plan, m.ending, verdict, end, argv))
+    Ok(finish(sup, m.ending, verdict, end, argv))
 }
 
 /// Rank 0 of an MPI worker step: the task beside the leader.
@@ -275,11 +255,8 @@ fn run_rank0(
     let leader = match sup.spawn(leader_spec) {
         Ok(id) => id,
         Err(err) => {
-            let verdict = Verdict {
-                code: err.exit_code(),
-                reason: Some(format!("failed to start the MPI leader: {err}")),
-            };
-            return Ok(finish(sup, plan, ending, verdict, None, task_argv));
+            let verdict = start_failed("MPI leader", &err);
+            return Ok(finish(sup, ending, verdict, None, task_argv));
         }
     };
     tracing::info!(child = "leader", pid = sup.pid(leader), "started");
@@ -292,12 +269,9 @@ fn run_rank0(
     let task = match sup.spawn(task_spec) {
         Ok(id) => id,
         Err(err) => {
-            let verdict = Verdict {
-                code: err.exit_code(),
-                reason: Some(format!("failed to start the task: {err}")),
-            };
+            let verdict = start_failed("task", &err);
             // The leader is ended by the sweep (TERM, grace, KILL).
-            return Ok(finish(sup, plan, ending, verdict, None, task_argv));
+            return Ok(finish(sup, ending, verdict, None, task_argv));
         }
     };
     tracing::info!(child = "task", pid = sup.pid(task), "started");
@@ -311,7 +285,10 @@ fn run_rank0(
         if let Some(v) = m.verdict() {
             break v;
         }
-        let event = sup.next_event(m.deadline(), None)?;
+        let event = match sup.next_event(m.deadline(), None) {
+            Ok(event) => event,
+            Err(err) => break loop_failed(&err),
+        };
         // After the wait: every deadline the policy sets counts from the event itself.
         let now = Instant::now();
         let orders = match event {
@@ -349,7 +326,7 @@ fn run_rank0(
         };
         for order in orders {
             if order != Order::StartStopHelper {
-                carry_out(sup, plan, order);
+                sup.carry_out(order);
                 continue;
             }
             tracing::info!("stopping the MPI leader");
@@ -365,25 +342,41 @@ fn run_rank0(
                     tracing::warn!("failed to start the leader stop command: {err}");
                     let failed = ChildEnd::Exited(i32::from(err.exit_code()));
                     for order in m.on_ended(Member::StopHelper, failed, Instant::now()) {
-                        carry_out(sup, plan, order);
+                        sup.carry_out(order);
                     }
                 }
             }
         }
     };
-    Ok(finish(sup, plan, m.ending, verdict, task_end, task_argv))
+    Ok(finish(sup, m.ending, verdict, task_end, task_argv))
+}
+
+/// The verdict when a child of the rank could not be started.
+fn start_failed(what: &str, err: &SpawnError) -> Verdict {
+    Verdict {
+        code: err.exit_code(),
+        reason: Some(format!("failed to start the {what}: {err}")),
+    }
+}
+
+/// The verdict when the supervisor loop itself fails: the children are then ended like after
+/// any other verdict, continuing the shutdown already under way.
+fn loop_failed(err: &std::io::Error) -> Verdict {
+    Verdict {
+        code: LaunchExit::SETUP_FAILED,
+        reason: Some(format!("the supervisor loop failed: {err}")),
+    }
 }
 
 /// Ends what is left (continuing `ending`) and builds the outcome.
 fn finish(
     sup: &mut Supervisor,
-    plan: &Plan,
     ending: Ending,
     verdict: Verdict,
     end: Option<ChildEnd>,
     argv: Vec<OsString>,
 ) -> Outcome {
-    let clean = sup.sweep(ending, plan.grace);
+    let clean = sup.sweep(ending);
     let (code, reason) = match (clean, verdict.code) {
         (false, 0) => (
             LaunchExit::SETUP_FAILED,

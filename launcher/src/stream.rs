@@ -69,6 +69,14 @@ pub enum Wrote {
 }
 
 impl Queue {
+    const EMPTY: Queue = Queue {
+        chunks: VecDeque::new(),
+        written: 0,
+        bytes: 0,
+        broken: false,
+        dropped_logs: 0,
+    };
+
     pub fn is_empty(&self) -> bool {
         self.chunks.is_empty()
     }
@@ -140,22 +148,7 @@ impl Queue {
     }
 }
 
-static QUEUES: Mutex<[Queue; 2]> = Mutex::new([
-    Queue {
-        chunks: VecDeque::new(),
-        written: 0,
-        bytes: 0,
-        broken: false,
-        dropped_logs: 0,
-    },
-    Queue {
-        chunks: VecDeque::new(),
-        written: 0,
-        bytes: 0,
-        broken: false,
-        dropped_logs: 0,
-    },
-]);
+static QUEUES: Mutex<[Queue; 2]> = Mutex::new([Queue::EMPTY, Queue::EMPTY]);
 
 /// Runs `f` on a stream's queue. `f` must not log (the log writer takes the same lock).
 pub fn with<R>(stream: Stream, f: impl FnOnce(&mut Queue) -> R) -> R {

@@ -49,8 +49,8 @@ fn mkdir_private(dir: &Path) -> io::Result<()> {
 
 /// Claims the workspace of world rank `rank`.
 pub fn claim(base: &FlashinferBase, rank: u32) -> io::Result<Workspace> {
-    match base {
-        FlashinferBase::Persistent(root) => match persistent(root, rank) {
+    if let Some(root) = &base.persistent {
+        match persistent(root, rank) {
             Ok(Some(ws)) => return Ok(ws),
             Ok(None) => tracing::info!(
                 root = %root.display(),
@@ -61,14 +61,9 @@ pub fn claim(base: &FlashinferBase, rank: u32) -> io::Result<Workspace> {
                 %err,
                 "cannot lock a persistent FlashInfer slot; using a temporary workspace"
             ),
-        },
-        FlashinferBase::Temporary(_) => {}
+        }
     }
-    let tmp = match base {
-        FlashinferBase::Temporary(tmp) => tmp.clone(),
-        FlashinferBase::Persistent(_) => std::env::temp_dir(),
-    };
-    temporary(&tmp, rank)
+    temporary(&base.tmp, rank)
 }
 
 fn persistent(root: &Path, rank: u32) -> io::Result<Option<Workspace>> {
@@ -126,7 +121,10 @@ mod tests {
     fn slots_are_per_rank_locked_and_skipped_when_busy() {
         let home = tempfile::tempdir().unwrap();
         let root = home.path().join("cache/tensorrt_llm/flashinfer");
-        let base = FlashinferBase::Persistent(root.clone());
+        let base = FlashinferBase {
+            persistent: Some(root.clone()),
+            tmp: home.path().join("tmp"),
+        };
         let a = claim(&base, 0).unwrap();
         assert_eq!(a.dir, root.join("rank-0"));
         let b = claim(&base, 1).unwrap();
@@ -143,7 +141,11 @@ mod tests {
     #[test]
     fn a_temporary_workspace_is_removed_at_the_end() {
         let tmp = tempfile::tempdir().unwrap();
-        let ws = claim(&FlashinferBase::Temporary(tmp.path().into()), 3).unwrap();
+        let base = FlashinferBase {
+            persistent: None,
+            tmp: tmp.path().into(),
+        };
+        let ws = claim(&base, 3).unwrap();
         assert!(ws.dir.ends_with("rank-3"));
         assert!(ws.dir.is_dir());
         let top = ws.dir.parent().unwrap().to_path_buf();

@@ -211,6 +211,16 @@ pub struct Supervisor {
     foreground: Option<Pid>,
     /// stdout's reader went away (said once).
     stdout_gone: bool,
+    /// The durations the policies signal by, for the log line of each order.
+    timing: Timing,
+}
+
+/// The durations behind the policies' orders: the grace period after a termination signal,
+/// and the MPI leader's stop timeout.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub grace: Duration,
+    pub stop_timeout: Duration,
 }
 
 /// Every signal number a disposition can be read and set for.
@@ -246,7 +256,7 @@ impl Supervisor {
     ///
     /// Must run on the thread that keeps the signals blocked: the process's only thread, before
     /// any child exists (the sentinel is forked here).
-    pub fn new() -> io::Result<Self> {
+    pub fn new(timing: Timing) -> io::Result<Self> {
         // What rank-launch inherited as ignored goes back to default in the children (SIGPIPE
         // is ignored by rank-launch itself, so it is always reset).
         let mut reset = ignored_signals();
@@ -306,6 +316,7 @@ impl Supervisor {
             tty_foreground,
             foreground: None,
             stdout_gone: false,
+            timing,
         })
     }
 
@@ -464,11 +475,35 @@ impl Supervisor {
         }
     }
 
-    /// Carries out a policy's [`Order::SignalAll`] (the caller handles the others).
+    /// Logs a policy's [`Order::SignalAll`] with its reason and carries it out (the caller
+    /// handles the other orders).
     pub fn carry_out(&mut self, order: Order) {
-        if let Order::SignalAll { signal, .. } = order {
-            self.signal_all(signal);
+        let Order::SignalAll { signal, why } = order else {
+            return;
+        };
+        let grace_ms = self.timing.grace.as_millis() as u64;
+        let stop_s = self.timing.stop_timeout.as_secs_f64();
+        match why {
+            Why::Forwarded => {
+                tracing::info!(signal = %signal, grace_ms, "forwarding to every child")
+            }
+            Why::Notice => tracing::info!(signal = %signal, "forwarding as a notice"),
+            Why::SecondSignal => {
+                tracing::warn!(signal = %signal, "second termination signal; killing every child now")
+            }
+            Why::GraceOver => tracing::warn!(grace_ms, "grace period over; killing every child"),
+            Why::StopOverran => tracing::warn!(
+                "MPI leader shutdown exceeded {stop_s}s after the task's end; terminating it"
+            ),
+            Why::StopHelperFailed => {
+                tracing::warn!("the leader's stop command failed; terminating the MPI leader")
+            }
+            Why::TaskOverran => tracing::warn!(
+                "the task did not end within {stop_s}s of the MPI leader's end; terminating it"
+            ),
+            Why::Leftovers => tracing::debug!("ending what is left of the children"),
         }
+        self.signal_all(signal);
     }
 
     /// Marks a group empty for good and tells the sentinel.
@@ -662,11 +697,11 @@ impl Supervisor {
     /// already under way (so a termination signal's bound holds across it): termination
     /// signal, `SIGKILL` after the grace period, at most [`crate::policy::KILL_WAIT`] more.
     /// Then drains the output pipes and reaps. Returns false if processes were left behind.
-    pub fn sweep(&mut self, mut ending: Ending, grace: Duration) -> bool {
+    pub fn sweep(&mut self, mut ending: Ending) -> bool {
+        let grace = self.timing.grace;
         // The common case, everything already ended, costs one look.
         if self.live() {
             if ending.is_idle() {
-                tracing::debug!("ending what is left of the children");
                 let order =
                     ending.terminate(Signal::SIGTERM, Why::Leftovers, Instant::now(), grace);
                 self.carry_out(order);
@@ -677,21 +712,10 @@ impl Supervisor {
                 match self.next_event(Some(at), None) {
                     Ok(Event::Signal(signal)) => {
                         let order = ending.on_signal(signal, Instant::now(), grace);
-                        if let Order::SignalAll {
-                            why: Why::SecondSignal,
-                            ..
-                        } = order
-                        {
-                            tracing::warn!(signal = %signal, "second termination signal; killing every child now");
-                        }
                         self.carry_out(order);
                     }
                     Ok(_) => {
                         if let Some(order) = ending.on_tick(Instant::now()) {
-                            tracing::warn!(
-                                grace_ms = grace.as_millis() as u64,
-                                "processes left after the grace period; sending SIGKILL"
-                            );
                             self.carry_out(order);
                         }
                     }

@@ -34,7 +34,6 @@ struct Pump {
     sink: Sink,
     prefix: String,
     partial: Vec<u8>,
-    closed: bool,
 }
 
 #[derive(Default)]
@@ -50,7 +49,6 @@ impl Pumps {
             sink,
             prefix,
             partial: Vec::new(),
-            closed: false,
         });
     }
 
@@ -120,9 +118,8 @@ impl Pumps {
             let lines: Vec<u8> = pump.partial.drain(..split_at).collect();
             emit(&pump.prefix, &lines, &pump.sink);
         }
-        pump.closed = eof;
         if eof {
-            self.list.retain(|p| !p.closed);
+            self.list.remove(idx);
         }
     }
 

@@ -20,7 +20,7 @@
 //! dead sentinel gets `EPIPE`, never `SIGPIPE`.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use nix::fcntl::OFlag;
 use nix::unistd::Pid;
@@ -111,7 +111,9 @@ fn sentinel_main(pipe: RawFd) -> ! {
         let mut count = 0;
         let mut dismissed = false;
         let mut buf = [0u8; 5];
-        while read_full(PIPE_FD, &mut buf) {
+        // SAFETY: PIPE_FD is open (dup2'd above) for the rest of this process.
+        let pipe_fd = BorrowedFd::borrow_raw(PIPE_FD);
+        while super::spawn::read_full(pipe_fd, &mut buf) == buf.len() {
             let value = i32::from_le_bytes([buf[1], buf[2], buf[3], buf[4]]);
             match buf[0] {
                 REGISTER if count < MAX_GROUPS => {
@@ -173,23 +175,4 @@ fn close_from(first: RawFd) {
         // SAFETY: as above.
         unsafe { libc::close(fd) };
     }
-}
-
-/// Reads exactly `buf.len()` bytes; false at end of file or on an error.
-///
-/// # Safety
-/// `fd` must be a descriptor of this process.
-unsafe fn read_full(fd: RawFd, buf: &mut [u8]) -> bool {
-    let mut filled = 0;
-    while filled < buf.len() {
-        // SAFETY: the destination is the unfilled rest of `buf`.
-        let n = unsafe { libc::read(fd, buf[filled..].as_mut_ptr().cast(), buf.len() - filled) };
-        match n {
-            0 => return false,
-            n if n > 0 => filled += n as usize,
-            _ if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) => {}
-            _ => return false,
-        }
-    }
-    true
 }

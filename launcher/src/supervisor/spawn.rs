@@ -22,7 +22,7 @@
 
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -208,9 +208,6 @@ impl Launch {
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
                 .map_err(|e| LaunchError::Other(e.into()))?;
         let empty_mask: libc::sigset_t = *nix::sys::signal::SigSet::empty().as_ref();
-        let mut ttou = nix::sys::signal::SigSet::empty();
-        ttou.add(nix::sys::signal::Signal::SIGTTOU);
-        let ttou_mask: libc::sigset_t = *ttou.as_ref();
         let child = Child {
             program: self.program.as_ptr(),
             argv: argv.as_ptr(),
@@ -225,7 +222,6 @@ impl Launch {
             reset_len: setup.reset_signals.len(),
             foreground: self.foreground,
             empty_mask,
-            ttou_mask,
         };
         let arg = std::ptr::from_ref(&child).cast_mut().cast();
         let mut pid = -1;
@@ -268,7 +264,7 @@ impl Launch {
         drop(report_w);
         let pid = Pid::from_raw(pid);
         let mut report = [0u8; 8];
-        let got = read_report(&report_r, &mut report);
+        let got = read_full(report_r.as_fd(), &mut report);
         if got < report.len() {
             // End of file: the program runs (the pipe closed on exec).
             return Ok(pid);
@@ -289,7 +285,9 @@ impl Launch {
 }
 
 /// Reads the child's report until end of file or a full record; returns the bytes read.
-fn read_report(fd: &OwnedFd, buf: &mut [u8; 8]) -> usize {
+/// Reads until `buf` is full, the end of file or an error (`EINTR` is retried); returns how
+/// many bytes were read.
+pub(super) fn read_full(fd: BorrowedFd<'_>, buf: &mut [u8]) -> usize {
     let mut got = 0;
     while got < buf.len() {
         match nix::unistd::read(fd, &mut buf[got..]) {
@@ -363,7 +361,6 @@ struct Child {
     reset_len: usize,
     foreground: bool,
     empty_mask: libc::sigset_t,
-    ttou_mask: libc::sigset_t,
 }
 
 /// The child, between the clone and the `execve`: raw system calls only.
@@ -389,9 +386,8 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             fail(STEP_SETUP);
         }
         if c.foreground {
-            // A background group that sets the terminal's foreground gets SIGTTOU: block it
-            // for the call (the mask is cleared below).
-            libc::sigprocmask(libc::SIG_BLOCK, &c.ttou_mask, std::ptr::null_mut());
+            // A background group that sets the terminal's foreground gets SIGTTOU, which is
+            // still ignored here as in rank-launch (`foreground` implies it; reset below).
             libc::tcsetpgrp(0, libc::getpid());
         }
         if libc::prctl(
