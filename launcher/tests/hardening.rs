@@ -304,13 +304,8 @@ fn a_child_that_does_not_die_ends_rank_launch_within_the_bound() {
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     let pid_file = dir.path().join("child.pid");
     let mut cmd = std::process::Command::new("setpriv");
-    cmd.args(["--bounding-set", "-kill", "--"]);
-    if let Ok(runner) = std::env::var("RANK_LAUNCH_TEST_RUNNER") {
-        if !runner.is_empty() {
-            cmd.arg(runner);
-        }
-    }
-    cmd.arg(bin())
+    cmd.args(["--bounding-set", "-kill", "--"])
+        .args(rank_launch_words())
         .args([
             "--grace-period",
             "500ms",
@@ -468,12 +463,11 @@ fn installer_and_waiter(
         Some(prefix) => {
             // The waiter under a shell prefix (a user namespace with other limits).
             let mut words: Vec<String> = vec!["-c".into(), prefix.to_string(), "sh".into()];
-            if let Ok(runner) = std::env::var("RANK_LAUNCH_TEST_RUNNER") {
-                if !runner.is_empty() {
-                    words.push(runner);
-                }
-            }
-            words.push(bin().display().to_string());
+            words.extend(
+                rank_launch_words()
+                    .into_iter()
+                    .map(|w| w.to_string_lossy().into_owned()),
+            );
             words.extend(waiter_args.iter().map(|s| s.to_string()));
             start_program("sh", &words, &gate_env(1, 2, &[]))
         }
@@ -499,9 +493,14 @@ fn without_inotify_waiters_poll() {
         i.stderr(),
         w.stderr()
     );
-    // Exhausted: a user namespace whose inotify instances are used up (0 allowed).
-    if !is_root() {
-        eprintln!("SKIPPED the exhausted-inotify half: needs root for the user namespace's limit");
+    assert!(
+        w.stderr().contains("watch=\"poll\""),
+        "the waiter was asked to poll: {}",
+        w.stderr()
+    );
+    // Exhausted: a user namespace whose inotify instances are used up (0 allowed); setting
+    // that limit needs root.
+    if !needs_root("without_inotify_waiters_poll (inotify exhausted)") {
         return;
     }
     let gates = dir.path().join("gates2");
@@ -513,7 +512,7 @@ fn without_inotify_waiters_poll() {
     assert!(si.success(), "{}", i.stderr());
     assert!(sw.success(), "{}", w.stderr());
     assert!(
-        w.stderr().contains("inotify is unavailable"),
+        w.stderr().contains("inotify is unavailable") && w.stderr().contains("watch=\"poll\""),
         "the waiter fell back to polling: {}",
         w.stderr()
     );

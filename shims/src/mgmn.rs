@@ -266,7 +266,11 @@ pub fn run_leader(world: &SimpleCommunicator, jobs: &Receiver<Job>) -> (LeaderEn
                 return (LeaderEnd::Terminated, tasks);
             }
         };
+        // From here on a TERM during a task (its send to the workers, the collective) exits at
+        // once: neither returns once a rank died. One that came before is handled here.
+        IN_WORLD_CALL.store(matches!(job.request, Request::Allreduce), Ordering::SeqCst);
         if TERMINATE.load(Ordering::SeqCst) {
+            IN_WORLD_CALL.store(false, Ordering::SeqCst);
             let _ = job.reply.send(Reply::Error {
                 message: "the leader is stopping".into(),
             });
@@ -278,16 +282,6 @@ pub fn run_leader(world: &SimpleCommunicator, jobs: &Receiver<Job>) -> (LeaderEn
             }
             Request::Allreduce => {
                 tasks += 1;
-                IN_WORLD_CALL.store(true, Ordering::SeqCst);
-                // A TERM that came just before is handled at once, not after a send that may
-                // never return.
-                if TERMINATE.load(Ordering::SeqCst) {
-                    IN_WORLD_CALL.store(false, Ordering::SeqCst);
-                    let _ = job.reply.send(Reply::Error {
-                        message: "the leader is stopping".into(),
-                    });
-                    return (LeaderEnd::Terminated, tasks - 1);
-                }
                 tell_workers([CMD_ALLREDUCE, tasks as i32]);
                 let mut sum = 0i64;
                 world.all_reduce_into(&0i64, &mut sum, SystemOperation::sum());

@@ -18,7 +18,8 @@ use common::{Proc, mpirun, rank_launch};
 
 const LIMIT: Duration = Duration::from_secs(90);
 
-/// The stand-in `tensorrt_llm` package.
+/// The stand-in `tensorrt_llm` package of this source tree (these tests run this crate's
+/// binaries, not the deployable copies in `target/dist`).
 fn python_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python")
 }

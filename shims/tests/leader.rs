@@ -199,18 +199,24 @@ fn children_named(parent: u32, comm: &str) -> Vec<i32> {
     found
 }
 
-#[test]
-fn sigterm_ends_a_leader_stuck_in_a_collective_at_once() {
-    use nix::sys::signal::{Signal, kill};
+/// A 2-rank world that is up, with the pids of its worker and its leader.
+fn world_with_pids(port: u16) -> (Proc, nix::unistd::Pid, nix::unistd::Pid) {
     use nix::unistd::Pid;
-    let port = common::free_port();
-    let mut world = start_world(port, KEY);
+    let world = start_world(port, KEY);
     world.wait_for("MPI world of 2 rank(s) up", Duration::from_secs(60));
     let mpirun_pid = world.pid();
     let worker = children_named(mpirun_pid, "shim-worker");
     let leader = children_named(mpirun_pid, "shim-leader");
     assert_eq!((worker.len(), leader.len()), (1, 1), "{}", world.all());
     let (worker, leader) = (Pid::from_raw(worker[0]), Pid::from_raw(leader[0]));
+    (world, worker, leader)
+}
+
+#[test]
+fn sigterm_ends_a_leader_stuck_in_a_collective_at_once() {
+    use nix::sys::signal::{Signal, kill};
+    let port = common::free_port();
+    let (mut world, worker, leader) = world_with_pids(port);
 
     // A frozen worker: the leader's next allreduce cannot complete.
     kill(worker, Signal::SIGSTOP).unwrap();
@@ -239,15 +245,8 @@ fn sigterm_ends_a_leader_stuck_in_a_collective_at_once() {
 #[test]
 fn sigterm_with_a_worker_gone_ends_the_leader_within_its_bound() {
     use nix::sys::signal::{Signal, kill};
-    use nix::unistd::Pid;
     let port = common::free_port();
-    let mut world = start_world(port, KEY);
-    world.wait_for("MPI world of 2 rank(s) up", Duration::from_secs(60));
-    let mpirun_pid = world.pid();
-    let worker = children_named(mpirun_pid, "shim-worker");
-    let leader = children_named(mpirun_pid, "shim-leader");
-    assert_eq!((worker.len(), leader.len()), (1, 1), "{}", world.all());
-    let (worker, leader) = (Pid::from_raw(worker[0]), Pid::from_raw(leader[0]));
+    let (mut world, worker, leader) = world_with_pids(port);
 
     kill(worker, Signal::SIGSTOP).unwrap();
     let started = Instant::now();

@@ -24,17 +24,19 @@ pub fn bin() -> PathBuf {
     )
 }
 
-/// A command that runs rank-launch: directly, or under `RANK_LAUNCH_TEST_RUNNER` (e.g.
-/// `qemu-aarch64`, which runs a foreign binary with the host's kernel).
+/// The words that run rank-launch: its path, after `RANK_LAUNCH_TEST_RUNNER` when that is set
+/// (e.g. `qemu-aarch64`, which runs a foreign binary with the host's kernel).
+pub fn rank_launch_words() -> Vec<std::ffi::OsString> {
+    let runner = std::env::var_os("RANK_LAUNCH_TEST_RUNNER").filter(|r| !r.is_empty());
+    runner.into_iter().chain([bin().into_os_string()]).collect()
+}
+
+/// A command that runs rank-launch (see [`rank_launch_words`]).
 pub fn rank_launch_command() -> Command {
-    match std::env::var_os("RANK_LAUNCH_TEST_RUNNER").filter(|r| !r.is_empty()) {
-        Some(runner) => {
-            let mut cmd = Command::new(runner);
-            cmd.arg(bin());
-            cmd
-        }
-        None => Command::new(bin()),
-    }
+    let words = rank_launch_words();
+    let mut cmd = Command::new(&words[0]);
+    cmd.args(&words[1..]);
+    cmd
 }
 
 /// True when rank-launch runs under an emulator: timing bounds get more room.
