@@ -1,5 +1,5 @@
 //! The binary edge: arguments, environment, logging, the file-system checks the plan cannot
-//! make, the summary JSON, and the exit code.
+//! make, the summary JSON ([`crate::summary`]), and the exit code.
 //!
 //! Order matters: the plan ([`crate::plan::plan`], pure) is made first, so bad input exits 2
 //! before anything is set up; then the few checks that need the file system; then supervision
@@ -8,20 +8,19 @@
 //! bounded, before returning.
 
 use std::ffi::OsString;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::childenv::EnvList;
 use crate::exit::LaunchExit;
 use crate::logging;
-use crate::plan::{self, Options, Plan, PlanError};
+use crate::plan::{self, Options, PlanError};
 use crate::rank::{self, EnvMap, RankInfo};
 use crate::role::ROLE_VAR;
 use crate::run;
 use crate::stream::{self, Stream};
+use crate::summary::Summary;
 use crate::supervisor::Supervisor;
 use crate::workspace;
 
@@ -37,7 +36,8 @@ Examples:
 
 Exit codes: the child's code; 128+n when it died of signal n; 126 not executable; 127 not
 found; 2 bad input; 72 install failed; 74 rank-launch failed (setup, or a child that did not
-die after SIGKILL). MPI rank 0 (upstream trtllm-llmapi-launch's rules): the task's code; 124
+die after SIGKILL); 75 not ready within --ready-timeout; 76 no progress within
+--stall-timeout (the children are stopped with TERM, then KILL after the grace period). MPI rank 0 (upstream trtllm-llmapi-launch's rules): the task's code; 124
 when the task succeeded but the leader did not stop within the stop timeout; the stop
 command's code when it failed; when the leader ends first, the task's own non-zero code if it
 ends on its own, else the leader's code, else 1.
@@ -269,10 +269,27 @@ fn launch(
     );
     let started = Instant::now();
     let started_at = std::time::SystemTime::now();
+    let argv: Vec<String> = match plan.mode {
+        plan::Mode::MpiWorker => vec!["bash".into(), "-c".into(), plan.worker_cmd.clone()],
+        _ => plan
+            .command
+            .argv()
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
+    };
+    let mut summary = Summary::new(
+        &plan,
+        &host,
+        env_map.get("SLURMD_NODENAME").map(String::as_str),
+        &argv,
+        started_at,
+    );
+    summary.write_live();
     let fi = workspace
         .as_ref()
         .map(|ws| ws.dir.as_os_str().to_os_string());
-    let outcome = match run::run(&mut sup, &plan, fi) {
+    let outcome = match run::run(&mut sup, &plan, fi, &mut summary) {
         Ok(outcome) => outcome,
         Err(err) => {
             // `run` has ended every child already.
@@ -291,84 +308,10 @@ fn launch(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "exiting"
     );
-    if let Some(path) = &plan.summary_json {
-        if let Err(err) = write_summary(
-            path,
-            &plan,
-            &host,
-            env_map.get("SLURMD_NODENAME").map(String::as_str),
-            &outcome,
-            (started_at, started.elapsed()),
-        ) {
-            tracing::error!("{err:#}");
-        }
+    if let Err(err) = summary.write_final(&outcome, started.elapsed()) {
+        tracing::error!("{err:#}");
     }
     outcome.code
-}
-
-/// Microseconds since the Unix epoch.
-fn unix_us(at: std::time::SystemTime) -> u64 {
-    at.duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-}
-
-fn write_summary(
-    path: &Path,
-    plan: &Plan,
-    host: &str,
-    slurm_node: Option<&str>,
-    outcome: &run::Outcome,
-    (started_at, elapsed): (std::time::SystemTime, Duration),
-) -> anyhow::Result<()> {
-    use crate::exit::ChildEnd;
-    let info = &plan.info;
-    let end_fields = |end: Option<ChildEnd>| match end {
-        Some(ChildEnd::Exited(code)) => (serde_json::json!(code), serde_json::Value::Null),
-        Some(ChildEnd::Signaled(signal)) => (serde_json::Value::Null, serde_json::json!(signal)),
-        None => (serde_json::Value::Null, serde_json::Value::Null),
-    };
-    let (child_code, child_signal) = end_fields(outcome.end);
-    let children: Vec<_> = outcome
-        .children
-        .iter()
-        .map(|c| {
-            let (code, signal) = end_fields(c.end);
-            serde_json::json!({
-                "name": c.name, "pid": c.pid, "exit_code": code, "signal": signal,
-                "duration_ms": c.duration.as_millis() as u64,
-                "started_unix_us": unix_us(c.started_at),
-                "ended_unix_us": c.ended_at.map(unix_us),
-            })
-        })
-        .collect();
-    let summary = serde_json::json!({
-        "rank": info.rank,
-        "local_rank": info.local_rank,
-        "world_size": info.world_size,
-        "node_rank": info.node_rank,
-        "source": info.source.as_str(),
-        "role": plan.role.map(|r| r.to_string()),
-        "host": host,
-        "slurm_node": slurm_node,
-        "command": outcome.argv.iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>(),
-        "exit_code": outcome.code,
-        "child_exit_code": child_code,
-        "child_signal": child_signal,
-        "reason": outcome.reason,
-        "left_behind": outcome.left_behind,
-        "duration_ms": elapsed.as_millis() as u64,
-        "started_unix_us": unix_us(started_at),
-        "ended_unix_us": unix_us(std::time::SystemTime::now()),
-        "gate_released_unix_us": outcome.gate_released_at.map(unix_us),
-        "children": children,
-    });
-    let text = serde_json::to_string_pretty(&summary)? + "\n";
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    std::fs::write(&tmp, text)
-        .with_context(|| format!("failed to write the summary `{}`", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("failed to write the summary `{}`", path.display()))?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -41,6 +41,10 @@ impl LaunchExit {
     /// taken, no process could be started, an I/O error), or a child did not die after
     /// `SIGKILL` and was left behind.
     pub const SETUP_FAILED: u8 = 74;
+    /// The task was not ready within `--ready-timeout` (its children were stopped).
+    pub const NOT_READY: u8 = 75;
+    /// No progress within `--stall-timeout` (its children were stopped).
+    pub const STALLED: u8 = 76;
     /// MPI rank 0: the task succeeded but the leader did not stop within the stop timeout
     /// (upstream `trtllm-llmapi-launch`'s code, the one `timeout(1)` uses).
     pub const SHUTDOWN_OVERRAN: u8 = 124;

@@ -30,6 +30,7 @@ use crate::childenv::{self, EnvList, IPC_ADDR_VAR, IPC_PORT_VAR, JOB_ID_VAR, Pro
 use crate::command::Command;
 use crate::rank::{self, EnvMap, RankInfo};
 use crate::role::{self, ROLE_VAR, Role};
+use crate::watch::{self, Ready, ReadyProbe, Stall, StallProbe, WatchSpec};
 
 /// Upstream `trtllm-llmapi-launch`'s knobs.
 pub const STOP_TIMEOUT_VAR: &str = "TLLM_LLMAPI_LAUNCH_STOP_TIMEOUT";
@@ -132,6 +133,44 @@ pub struct Options {
     /// Directory to prepend to the children's `LD_LIBRARY_PATH` (repeatable; idempotent).
     #[arg(long, value_name = "DIR")]
     pub prepend_ld_library_path: Vec<OsString>,
+    /// Fail the rank (exit 75) when its task is not ready this long after its start; needs one
+    /// of `--ready-url`, `--ready-file`, `--ready-line`. Ignored on MPI ranks > 0.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "RANK_LAUNCH_READY_TIMEOUT", help_heading = "Readiness and liveness")]
+    pub ready_timeout: Option<Duration>,
+    /// Ready when an HTTP GET of this URL answers 2xx (`http://IP-or-localhost:PORT/PATH`,
+    /// e.g. a server's `/health`).
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "RANK_LAUNCH_READY_URL",
+        help_heading = "Readiness and liveness"
+    )]
+    pub ready_url: Option<String>,
+    /// Ready when this file exists (`%r`, `%R`, `%h` as in `--log-file`).
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "RANK_LAUNCH_READY_FILE",
+        help_heading = "Readiness and liveness"
+    )]
+    pub ready_file: Option<PathBuf>,
+    /// Ready when a line of the children's output matches this regular expression.
+    #[arg(
+        long,
+        value_name = "REGEX",
+        env = "RANK_LAUNCH_READY_LINE",
+        help_heading = "Readiness and liveness"
+    )]
+    pub ready_line: Option<String>,
+    /// Fail the rank (exit 76) after this long without progress, counted from readiness (or
+    /// the start, without a ready probe).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "RANK_LAUNCH_STALL_TIMEOUT", help_heading = "Readiness and liveness")]
+    pub stall_timeout: Option<Duration>,
+    /// What counts as progress: `output` (the children's output grew), `url=URL` (a GET
+    /// answered 2xx), `file=PATH` (the file changed), `stopped` (only a stopped process is
+    /// no progress). A stopped process never makes progress. MPI ranks > 0 use `stopped`.
+    #[arg(long, value_name = "PROBE", value_parser = watch::parse_stall_probe, env = "RANK_LAUNCH_STALL_PROBE", help_heading = "Readiness and liveness")]
+    pub stall_probe: Option<StallProbe>,
 }
 
 /// The task's stdin.
@@ -280,6 +319,8 @@ pub struct Plan {
     /// Warnings to log once logging knows the rank (e.g. a stop timeout below the leader's own
     /// shutdown grace).
     pub warnings: Vec<String>,
+    /// Readiness and liveness deadlines of the main child ([`crate::watch`]).
+    pub watch: WatchSpec,
 }
 
 /// Why a plan cannot be made.
@@ -419,6 +460,89 @@ pub fn flashinfer_base(env: &EnvMap) -> Option<FlashinferBase> {
     Some(FlashinferBase {
         persistent: cache.map(|cache| cache.join("tensorrt_llm").join("flashinfer")),
         tmp: temp_dir(env),
+    })
+}
+
+/// The readiness and liveness watch from the options (`expand` fills in path patterns).
+fn watch_spec(
+    opts: &Options,
+    mode: Mode,
+    expand: impl Fn(&PathBuf) -> PathBuf,
+) -> Result<WatchSpec, PlanError> {
+    let positive = |name: &str, d: Duration| {
+        if d.is_zero() {
+            Err(PlanError::bad(format!(
+                "`{name}` is 0: expected a positive duration"
+            )))
+        } else {
+            Ok(d)
+        }
+    };
+    let mut probes = Vec::new();
+    if let Some(url) = &opts.ready_url {
+        watch::check_url(url).map_err(|e| PlanError::bad(format!("`--ready-url` {e}")))?;
+        probes.push(ReadyProbe::Url(url.clone()));
+    }
+    if let Some(path) = &opts.ready_file {
+        probes.push(ReadyProbe::File(expand(path)));
+    }
+    if let Some(pattern) = &opts.ready_line {
+        let re = regex::Regex::new(pattern).map_err(|e| {
+            PlanError::bad(format!(
+                "`--ready-line` is `{}`: expected a regular expression ({})",
+                pattern.escape_debug(),
+                e.to_string().lines().last().unwrap_or("invalid")
+            ))
+        })?;
+        probes.push(ReadyProbe::Line(re));
+    }
+    if probes.len() > 1 {
+        return Err(PlanError::bad(
+            "`--ready-url`, `--ready-file` and `--ready-line` are alternatives: give one",
+        ));
+    }
+    let ready = match (opts.ready_timeout, probes.pop()) {
+        (Some(timeout), Some(probe)) => Some(Ready {
+            timeout: positive("--ready-timeout", timeout)?,
+            probe,
+        }),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(PlanError::bad(
+                "`--ready-timeout` needs a probe: `--ready-url`, `--ready-file` or `--ready-line`",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(PlanError::bad(
+                "a ready probe needs `--ready-timeout`: how long the task may take to get ready",
+            ));
+        }
+    };
+    let stall = match (opts.stall_timeout, &opts.stall_probe) {
+        (Some(timeout), probe) => Some(Stall {
+            timeout: positive("--stall-timeout", timeout)?,
+            probe: match probe.clone().unwrap_or(StallProbe::Output) {
+                StallProbe::File(path) => StallProbe::File(expand(&path)),
+                other => other,
+            },
+        }),
+        (None, None) => None,
+        (None, Some(_)) => {
+            return Err(PlanError::bad(
+                "`--stall-probe` needs `--stall-timeout`: how long without progress is a stall",
+            ));
+        }
+    };
+    Ok(match mode {
+        // Readiness and progress of a server are rank 0's; a worker can only be stopped.
+        Mode::MpiWorker => WatchSpec {
+            ready: None,
+            stall: stall.map(|s| Stall {
+                probe: StallProbe::Stopped,
+                ..s
+            }),
+        },
+        Mode::Single | Mode::MpiRank0 => WatchSpec { ready, stall },
     })
 }
 
@@ -568,6 +692,7 @@ pub fn plan(
     });
     let expand = |p: &PathBuf| expand_pattern(p, info.rank, &role_name, cx.host);
     let absolute = |p: PathBuf| if p.is_absolute() { p } else { cx.cwd.join(p) };
+    let watch = watch_spec(opts, mode, |p| absolute(expand(p)))?;
     Ok(Plan {
         mode,
         main,
@@ -591,6 +716,7 @@ pub fn plan(
             None
         },
         warnings,
+        watch,
         info,
         role,
     })

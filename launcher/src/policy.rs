@@ -62,6 +62,8 @@ pub enum Why {
     TaskOverran,
     /// The main work is over; what is left of it is ended (the final sweep).
     Leftovers,
+    /// A readiness or progress deadline passed ([`crate::watch`]).
+    Deadline,
 }
 
 /// The shutdown policy's state.
@@ -211,6 +213,13 @@ impl Single {
         self.ending.on_tick(now)
     }
 
+    /// A readiness or progress deadline passed: the child is ended like on a signal (the
+    /// caller decides the exit code).
+    pub fn on_deadline(&mut self, now: Instant) -> Order {
+        self.ending
+            .terminate(Signal::SIGTERM, Why::Deadline, now, self.grace)
+    }
+
     /// `Some` once the child ended or could not be ended.
     pub fn verdict(&self, name: &str) -> Option<Verdict> {
         match self.end {
@@ -352,6 +361,15 @@ impl Rank0 {
             }
         }
         Vec::new()
+    }
+
+    /// A readiness or progress deadline passed while task and leader serve: both are ended
+    /// like on a signal (the caller decides the exit code).
+    pub fn on_deadline(&mut self, now: Instant) -> Order {
+        self.cause.get_or_insert(Cause::Signal);
+        self.phase = Phase::Ending;
+        self.ending
+            .terminate(Signal::SIGTERM, Why::Deadline, now, self.grace)
     }
 
     /// A signal rank-launch received.

@@ -11,14 +11,18 @@
 
 use std::ffi::OsString;
 use std::net::{Ipv4Addr, TcpListener};
-use std::time::Instant;
+use std::os::fd::BorrowedFd;
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::childenv::{self, Additions, Process};
 use crate::exit::{ChildEnd, LaunchExit};
 use crate::gate::{self, GateOutcome, InstallSpec, WaitSpec};
 use crate::plan::{Ipc, Mode, Plan, Stdin};
 use crate::policy::{Ending, Member, Order, Rank0, Single, Verdict};
+use crate::probe::{self, Answer, Prober, Target};
+use crate::summary::{Phase, Summary};
 use crate::supervisor::{ChildId, ChildReport, ChildSpec, Event, Output, SpawnError, Supervisor};
+use crate::watch::{Expired, Kind, ReadyProbe, StallProbe, Watch, WatchSpec};
 
 /// How the run ended.
 #[derive(Debug, Clone)]
@@ -86,6 +90,7 @@ pub fn run(
     sup: &mut Supervisor,
     plan: &Plan,
     flashinfer: Option<OsString>,
+    summary: &mut Summary,
 ) -> Result<Outcome, RunError> {
     let mut ending = Ending::Idle;
     let mut gate_released_at = None;
@@ -147,13 +152,21 @@ pub fn run(
     let outcome = match plan.mode {
         Mode::Single => {
             let env = childenv::for_process(&plan.env, plan.main, &add);
-            run_one(sup, plan, "task", plan.command.argv(), env, ending)
+            run_one(sup, plan, "task", plan.command.argv(), env, ending, summary)
         }
         Mode::MpiWorker => {
             let env = childenv::for_process(&plan.env, Process::Worker, &add);
-            run_one(sup, plan, "worker", shell(&plan.worker_cmd), env, ending)
+            run_one(
+                sup,
+                plan,
+                "worker",
+                shell(&plan.worker_cmd),
+                env,
+                ending,
+                summary,
+            )
         }
-        Mode::MpiRank0 => run_rank0(sup, plan, add, ending),
+        Mode::MpiRank0 => run_rank0(sup, plan, add, ending, summary),
     }?;
     drop(gate_watch);
     Ok(Outcome {
@@ -162,10 +175,214 @@ pub fn run(
     })
 }
 
+/// How often the process tree is looked at for a stopped process, and a probe answer at the
+/// latest acted on.
+const LOOK_EVERY: Duration = Duration::from_secs(1);
+
+/// The readiness and liveness watch of the main child, with its probes: the pure
+/// [`Watch`] fed from the supervisor's counters, the probe thread and `/proc`.
+struct Watcher {
+    watch: Watch,
+    main: ChildId,
+    prober: Option<Prober>,
+    /// Index of the ready and the stall target in the prober's list.
+    ready_target: Option<usize>,
+    stall_target: Option<usize>,
+    last_bytes: u64,
+    last_file: Option<Option<(u64, Option<SystemTime>)>>,
+    next_look: Instant,
+    active: bool,
+}
+
+impl Watcher {
+    fn new(spec: &WatchSpec, sup: &mut Supervisor, main: ChildId, summary: &mut Summary) -> Self {
+        let now = Instant::now();
+        let mut targets = Vec::new();
+        let mut ready_target = None;
+        let mut stall_target = None;
+        let line = match spec.ready.as_ref().map(|r| &r.probe) {
+            Some(ReadyProbe::Line(re)) => Some(re.clone()),
+            Some(ReadyProbe::Url(url)) => {
+                if let Ok(url) = probe::parse_url(url) {
+                    ready_target = Some(targets.len());
+                    targets.push(Target::Http(url));
+                }
+                None
+            }
+            Some(ReadyProbe::File(path)) => {
+                ready_target = Some(targets.len());
+                targets.push(Target::File(path.clone()));
+                None
+            }
+            None => None,
+        };
+        match spec.stall.as_ref().map(|s| &s.probe) {
+            Some(StallProbe::Url(url)) => {
+                if let Ok(url) = probe::parse_url(url) {
+                    stall_target = Some(targets.len());
+                    targets.push(Target::Http(url));
+                }
+            }
+            Some(StallProbe::File(path)) => {
+                stall_target = Some(targets.len());
+                targets.push(Target::File(path.clone()));
+            }
+            _ => {}
+        }
+        let reads_output = spec.reads_output();
+        sup.watch_lines(line);
+        sup.report_output(reads_output);
+        let prober = if targets.is_empty() {
+            None
+        } else {
+            match Prober::start(targets) {
+                Ok(p) => Some(p),
+                Err(err) => {
+                    tracing::warn!(%err, "cannot start the probe thread; the URL or file probe is off");
+                    None
+                }
+            }
+        };
+        let watch = Watch::new(spec.clone(), now);
+        summary.set_phase(match watch.phase() {
+            crate::watch::Phase::Starting => Phase::Starting,
+            crate::watch::Phase::Serving => Phase::Serving,
+        });
+        if !spec.is_empty() {
+            tracing::debug!(ready = ?spec.ready, stall = ?spec.stall, "watching");
+        }
+        Watcher {
+            active: !spec.is_empty(),
+            watch,
+            main,
+            prober,
+            ready_target,
+            stall_target,
+            last_bytes: sup.output_bytes(),
+            last_file: None,
+            next_look: now,
+        }
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        if !self.active {
+            return None;
+        }
+        let look = self.next_look;
+        Some(self.watch.deadline().map_or(look, |d| d.min(look)))
+    }
+
+    fn fd(&self) -> Option<BorrowedFd<'_>> {
+        self.prober.as_ref().filter(|_| self.active).map(Prober::fd)
+    }
+
+    /// No more watching: the main child ended, or the rank is ending anyway.
+    fn stop(&mut self, sup: &mut Supervisor) {
+        self.active = false;
+        self.prober = None;
+        sup.report_output(false);
+    }
+
+    /// Reads every probe and answers with the deadline that passed, if one did.
+    fn observe(&mut self, sup: &mut Supervisor, summary: &mut Summary) -> Option<Expired> {
+        if !self.active {
+            return None;
+        }
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        if self.watch.wants_ready() && sup.line_matched() && self.watch.on_ready(now) {
+            self.became_ready(summary, wall);
+        }
+        let answers = self
+            .prober
+            .as_mut()
+            .map(Prober::answers)
+            .unwrap_or_default();
+        for (target, answer) in answers {
+            if Some(target) == self.ready_target {
+                let ok = match answer {
+                    Answer::Http(ok) => ok,
+                    Answer::File(meta) => meta.is_some(),
+                };
+                if ok && self.watch.on_ready(now) {
+                    self.became_ready(summary, wall);
+                }
+            } else if Some(target) == self.stall_target {
+                let progressed = match answer {
+                    Answer::Http(ok) => ok,
+                    Answer::File(meta) => {
+                        let changed = self.last_file.as_ref().is_some_and(|last| *last != meta)
+                            || (self.last_file.is_none() && meta.is_some());
+                        self.last_file = Some(meta);
+                        changed
+                    }
+                };
+                if progressed && self.watch.wants_progress() {
+                    self.watch.on_progress(now);
+                    summary.progress(wall);
+                }
+            }
+        }
+        let bytes = sup.output_bytes();
+        if bytes != self.last_bytes {
+            self.last_bytes = bytes;
+            if self.watch.spec().stall.as_ref().map(|s| &s.probe) == Some(&StallProbe::Output)
+                && self.watch.wants_progress()
+            {
+                self.watch.on_progress(now);
+                summary.progress(wall);
+            }
+        }
+        if now >= self.next_look {
+            self.next_look = now + LOOK_EVERY;
+            if self.watch.spec().stall.is_some() {
+                self.watch.on_stopped(sup.stopped_in_tree(self.main), now);
+            }
+        }
+        let expired = self.watch.on_tick(now)?;
+        tracing::error!(
+            deadline = expired.kind.as_str(),
+            probe = %expired.probe,
+            waited_s = expired.waited.as_secs_f64(),
+            "{}; stopping the rank's children",
+            expired.reason()
+        );
+        summary.deadline(&expired);
+        self.stop(sup);
+        Some(expired)
+    }
+
+    fn became_ready(&self, summary: &mut Summary, wall: SystemTime) {
+        let after = self
+            .watch
+            .ready_at()
+            .map(|at| at.saturating_duration_since(self.watch.started()))
+            .unwrap_or_default();
+        tracing::info!(after_s = after.as_secs_f64(), "ready");
+        summary.ready(wall);
+    }
+}
+
+/// The verdict of a rank whose deadline passed: its code and the deadline's reason, whatever
+/// the children said when they were ended.
+fn deadline_verdict(expired: &Expired) -> Verdict {
+    Verdict {
+        code: match expired.kind {
+            Kind::Ready => LaunchExit::NOT_READY,
+            Kind::Stall => LaunchExit::STALLED,
+        },
+        reason: Some(expired.reason()),
+    }
+}
+
 fn output(plan: &Plan) -> Output {
+    // A probe that reads the children's output needs it to pass through rank-launch.
+    let through = plan.watch.reads_output();
     match (plan.label.clone(), plan.log_file.clone()) {
+        (None, None) if through => Output::Label(String::new()),
         (None, None) => Output::Inherit,
         (Some(prefix), None) => Output::Label(prefix),
+        (None, Some(path)) if through => Output::LabelFile(String::new(), path),
         (None, Some(path)) => Output::File(path),
         (Some(prefix), Some(path)) => Output::LabelFile(prefix, path),
     }
@@ -191,6 +408,7 @@ fn run_one(
     argv: Vec<OsString>,
     env: childenv::EnvList,
     ending: Ending,
+    summary: &mut Summary,
 ) -> Result<Outcome, RunError> {
     let id = match sup.spawn(spec(plan, name, argv.clone(), env)) {
         Ok(id) => id,
@@ -200,14 +418,20 @@ fn run_one(
         }
     };
     tracing::info!(child = name, pid = sup.pid(id), "started");
+    let mut watcher = Watcher::new(&plan.watch, sup, id, summary);
     let mut m = Single::new(plan.grace);
     m.ending = ending;
     let mut end = None;
+    let mut expired = None;
     let verdict = loop {
         if let Some(v) = m.verdict(name) {
             break v;
         }
-        let event = match sup.next_event(m.deadline(), None) {
+        let deadline = [m.deadline(), watcher.deadline()]
+            .into_iter()
+            .flatten()
+            .min();
+        let event = match sup.next_event(deadline, watcher.fd()) {
             Ok(event) => event,
             Err(err) => break loop_failed(&err),
         };
@@ -215,9 +439,15 @@ fn run_one(
             Event::Exited(done, e) if done == id => {
                 tracing::info!(child = name, code = e.code(), end = ?e, "ended");
                 end = Some(e);
+                watcher.stop(sup);
+                summary.set_phase(Phase::Stopping);
                 m.on_ended(e);
             }
             Event::Signal(signal) => {
+                if crate::policy::is_termination(signal) {
+                    watcher.stop(sup);
+                    summary.terminated(signal);
+                }
                 let order = m.on_signal(signal, Instant::now());
                 sup.carry_out(order);
             }
@@ -228,7 +458,12 @@ fn run_one(
             }
             _ => {}
         }
+        if let Some(e) = watcher.observe(sup, summary) {
+            sup.carry_out(m.on_deadline(Instant::now()));
+            expired = Some(e);
+        }
     };
+    let verdict = expired.as_ref().map_or(verdict, deadline_verdict);
     Ok(finish(sup, m.ending, verdict, end, argv))
 }
 
@@ -238,6 +473,7 @@ fn run_rank0(
     plan: &Plan,
     mut add: Additions,
     ending: Ending,
+    summary: &mut Summary,
 ) -> Result<Outcome, RunError> {
     let addr = match &plan.ipc {
         Ipc::Preset(addr) => addr.clone(),
@@ -276,6 +512,8 @@ fn run_rank0(
     };
     tracing::info!(child = "task", pid = sup.pid(task), "started");
     let stop_env = childenv::for_process(&plan.env, Process::StopHelper, &add);
+    let mut watcher = Watcher::new(&plan.watch, sup, task, summary);
+    let mut expired = None;
 
     let mut m = Rank0::new(plan.stop_timeout, plan.grace);
     m.ending = ending;
@@ -285,16 +523,22 @@ fn run_rank0(
         if let Some(v) = m.verdict() {
             break v;
         }
-        let event = match sup.next_event(m.deadline(), None) {
+        let deadline = [m.deadline(), watcher.deadline()]
+            .into_iter()
+            .flatten()
+            .min();
+        let event = match sup.next_event(deadline, watcher.fd()) {
             Ok(event) => event,
             Err(err) => break loop_failed(&err),
         };
         // After the wait: every deadline the policy sets counts from the event itself.
         let now = Instant::now();
-        let orders = match event {
+        let mut orders = match event {
             Event::Exited(id, end) => {
                 let member = if id == task {
                     task_end = Some(end);
+                    watcher.stop(sup);
+                    summary.set_phase(Phase::Stopping);
                     Member::Task
                 } else if id == leader {
                     Member::Leader
@@ -320,10 +564,20 @@ fn run_rank0(
                 }
                 m.on_ended(member, end, now)
             }
-            Event::Signal(signal) => vec![m.on_signal(signal, now)],
+            Event::Signal(signal) => {
+                if crate::policy::is_termination(signal) {
+                    watcher.stop(sup);
+                    summary.terminated(signal);
+                }
+                vec![m.on_signal(signal, now)]
+            }
             Event::Deadline => m.on_tick(now).into_iter().collect(),
-            Event::FdReady | Event::Reaped => Vec::new(),
+            Event::FdReady | Event::Reaped | Event::Output => Vec::new(),
         };
+        if let Some(e) = watcher.observe(sup, summary) {
+            orders.push(m.on_deadline(Instant::now()));
+            expired = Some(e);
+        }
         for order in orders {
             if order != Order::StartStopHelper {
                 sup.carry_out(order);
@@ -348,6 +602,7 @@ fn run_rank0(
             }
         }
     };
+    let verdict = expired.as_ref().map_or(verdict, deadline_verdict);
     Ok(finish(sup, m.ending, verdict, task_end, task_argv))
 }
 

@@ -1,6 +1,6 @@
 //! The supervisor: the only code that spawns, signals and reaps processes.
 //!
-//! Shape (tini's, not tokio's): one thread, one loop. The signals rank-launch handles are
+//! Shape (tini's, not tokio's): one loop on the main thread. The signals rank-launch handles are
 //! blocked and read from a `signalfd`; [`Supervisor::next_event`] `poll`s that fd together with
 //! the labelled children's pipes, rank-launch's own stdout and stderr while output waits for
 //! them ([`crate::stream`]) and an optional extra fd (the install gate's inotify), with a
@@ -113,6 +113,8 @@ pub enum Event {
     /// A descendant that is not one of our children (re-parented to us) was reaped: something
     /// waiting for our groups to empty looks again.
     Reaped,
+    /// The labelled children wrote output (only after [`Supervisor::report_output`]).
+    Output,
     /// The deadline passed.
     Deadline,
 }
@@ -213,6 +215,8 @@ pub struct Supervisor {
     stdout_gone: bool,
     /// The durations the policies signal by, for the log line of each order.
     timing: Timing,
+    /// Output of the labelled children is an event ([`Event::Output`]).
+    output_events: bool,
 }
 
 /// The durations behind the policies' orders: the grace period after a termination signal,
@@ -317,6 +321,7 @@ impl Supervisor {
             foreground: None,
             stdout_gone: false,
             timing,
+            output_events: false,
         })
     }
 
@@ -444,6 +449,39 @@ impl Supervisor {
         self.children[id.0].pid.as_raw()
     }
 
+    /// Whether [`Supervisor::next_event`] returns [`Event::Output`] when the labelled children
+    /// wrote something (a watch that reads their output needs to see it at once).
+    pub fn report_output(&mut self, on: bool) {
+        self.output_events = on;
+    }
+
+    /// Matches every line of the labelled children's output against `re` until one matches
+    /// ([`Supervisor::line_matched`]).
+    pub fn watch_lines(&mut self, re: Option<regex::Regex>) {
+        self.pumps.matcher = re;
+        self.pumps.matched = false;
+    }
+
+    /// A line matched the expression given to [`Supervisor::watch_lines`].
+    pub fn line_matched(&self) -> bool {
+        self.pumps.matched
+    }
+
+    /// Bytes of output read from the labelled children so far.
+    pub fn output_bytes(&self) -> u64 {
+        self.pumps.bytes
+    }
+
+    /// The pid of a stopped process (`SIGSTOP`, `SIGTSTP`, a tracer) in the tree of a child
+    /// that has not ended, if there is one.
+    pub fn stopped_in_tree(&self, id: ChildId) -> Option<i32> {
+        let rec = &self.children[id.0];
+        if rec.end.is_some() {
+            return None;
+        }
+        procfs::stopped_in_tree(rec.pid.as_raw(), 4096)
+    }
+
     /// Sends `signal` to child `idx`'s group, unless it is known to be empty.
     fn signal_group(&mut self, idx: usize, signal: Signal) {
         let rec = &mut self.children[idx];
@@ -466,12 +504,17 @@ impl Supervisor {
 
     /// Sends `signal` to every group that may still have members, and to descendants that
     /// left their group and were re-parented to us.
+    /// A termination signal is followed by `SIGCONT`: a stopped process acts on nothing but
+    /// `SIGKILL` until it is continued, and would otherwise sit out the grace period.
     fn signal_all(&mut self, signal: Signal) {
-        for idx in 0..self.children.len() {
-            self.signal_group(idx, signal);
-        }
-        for pid in self.orphans() {
-            let _ = nix::sys::signal::kill(pid, signal);
+        let then_continue = crate::policy::is_termination(signal);
+        for sig in std::iter::once(signal).chain(then_continue.then_some(Signal::SIGCONT)) {
+            for idx in 0..self.children.len() {
+                self.signal_group(idx, sig);
+            }
+            for pid in self.orphans() {
+                let _ = nix::sys::signal::kill(pid, sig);
+            }
         }
     }
 
@@ -502,6 +545,9 @@ impl Supervisor {
                 "the task did not end within {stop_s}s of the MPI leader's end; terminating it"
             ),
             Why::Leftovers => tracing::debug!("ending what is left of the children"),
+            Why::Deadline => {
+                tracing::warn!(signal = %signal, grace_ms, "deadline passed; terminating every child")
+            }
         }
         self.signal_all(signal);
     }
@@ -607,8 +653,15 @@ impl Supervisor {
             }
             // Output first: a child's last lines come before the news of its exit. Highest
             // index first: a pipe at end of file leaves the list.
+            let before = self.pumps.bytes;
             for idx in pumps_ready.into_iter().rev() {
                 self.pumps.read(idx);
+            }
+            if self.output_events
+                && self.pumps.bytes != before
+                && !self.pending.contains(&Event::Output)
+            {
+                self.pending.push_back(Event::Output);
             }
             if signal_ready {
                 self.read_signals()?;

@@ -40,6 +40,18 @@ struct Pump {
 pub(super) struct Pumps {
     list: Vec<Pump>,
     buf: Vec<u8>,
+    /// Bytes read from every pipe so far: the children's output grew when this did.
+    pub bytes: u64,
+    /// Lines are matched against this until one matches (`--ready-line`).
+    pub matcher: Option<regex::Regex>,
+    pub matched: bool,
+}
+
+/// True when one of `lines` matches (invalid UTF-8 is replaced first).
+fn any_line_matches(re: &regex::Regex, lines: &[u8]) -> bool {
+    lines
+        .split(|&b| b == b'\n')
+        .any(|line| re.is_match(&String::from_utf8_lossy(line)))
 }
 
 impl Pumps {
@@ -88,6 +100,7 @@ impl Pumps {
             Ok(0) => true,
             Ok(n) => {
                 pump.partial.extend_from_slice(&self.buf[..n]);
+                self.bytes += n as u64;
                 false
             }
             Err(Errno::EINTR | Errno::EAGAIN) => return,
@@ -108,6 +121,9 @@ impl Pumps {
                 // A line without an end in sight: cut it, as its own line.
                 let mut cut: Vec<u8> = pump.partial.drain(..MAX_PARTIAL).collect();
                 cut.push(b'\n');
+                if let (Some(re), false) = (&self.matcher, self.matched) {
+                    self.matched = any_line_matches(re, &cut);
+                }
                 emit(&pump.prefix, &cut, &pump.sink);
                 0
             } else {
@@ -116,6 +132,9 @@ impl Pumps {
         };
         if split_at > 0 {
             let lines: Vec<u8> = pump.partial.drain(..split_at).collect();
+            if let (Some(re), false) = (&self.matcher, self.matched) {
+                self.matched = any_line_matches(re, &lines);
+            }
             emit(&pump.prefix, &lines, &pump.sink);
         }
         if eof {
@@ -204,6 +223,25 @@ mod tests {
             "the rest is flushed at end of file"
         );
         assert!(pumps.is_empty());
+    }
+
+    #[test]
+    fn bytes_are_counted_and_the_first_matching_line_is_seen() {
+        let (mut pumps, w, _out) = file_pump("0: ");
+        pumps.matcher = Some(regex::Regex::new("Uvicorn running on").unwrap());
+        nix::unistd::write(&w, b"loading\r50%").unwrap();
+        pumps.read(0);
+        assert_eq!(
+            pumps.bytes, 11,
+            "a progress bar without a newline is output too"
+        );
+        assert!(!pumps.matched);
+        nix::unistd::write(&w, b"\nINFO:     Uvicorn running on http://h:1 (Press").unwrap();
+        pumps.read(0);
+        assert!(!pumps.matched, "only whole lines are matched");
+        nix::unistd::write(&w, b" CTRL+C to quit)\n").unwrap();
+        pumps.read(0);
+        assert!(pumps.matched);
     }
 
     #[test]
