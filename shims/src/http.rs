@@ -4,7 +4,9 @@
 //! payloads, bounded sizes and timeouts on every read and write. The servers run a thread per
 //! connection (capped) and wake from `poll(2)` on the listener at least every
 //! [`STOP_CHECK`] to look at their stop condition, so an idle server uses no CPU and stops
-//! promptly. Pulling in a full async HTTP stack for this would cost more build time than the
+//! promptly. A handler that blocks holds only its own connection's thread (and one of the
+//! `MAX_CONNECTIONS` slots): the server goes on answering other requests, as a wedged
+//! server's `/health` must (`SHIM_HANG=…:wedged`), and still stops on its condition. Pulling in a full async HTTP stack for this would cost more build time than the
 //! whole shim.
 
 use std::io::{self, Read, Write};
@@ -444,6 +446,57 @@ mod tests {
         assert_eq!(body["error"], "no such path");
         done.store(true, Ordering::SeqCst);
         thread.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn a_blocked_handler_does_not_block_other_requests_nor_the_stop() {
+        use std::sync::Mutex;
+        use std::sync::mpsc;
+        let server = Server::bind(IpAddr::V4(Ipv4Addr::LOCALHOST)).unwrap();
+        let addr = format!("127.0.0.1:{}", server.port().unwrap());
+        let (entered_tx, entered) = mpsc::channel::<()>();
+        let (release, released) = mpsc::channel::<()>();
+        let (entered_tx, released) = (Mutex::new(entered_tx), Mutex::new(released));
+        let done = Arc::new(AtomicBool::new(false));
+        let done_in = done.clone();
+        let thread = std::thread::spawn(move || {
+            let handler: Arc<Handler> = Arc::new(move |r: &Request| {
+                if r.method == "POST" {
+                    let _ = entered_tx.lock().unwrap().send(());
+                    let _ = released
+                        .lock()
+                        .unwrap()
+                        .recv_timeout(Duration::from_secs(10));
+                }
+                Response::json(200, &serde_json::json!({"path": r.path}))
+            });
+            server.serve::<()>(handler, || Ok(done_in.load(Ordering::SeqCst)))
+        });
+        let t = Duration::from_secs(5);
+        let blocked = {
+            let addr = addr.clone();
+            std::thread::spawn(move || call(&addr, "POST", "/slow", Some(b"{}"), t))
+        };
+        entered
+            .recv_timeout(t)
+            .expect("the POST reached its handler");
+        let (status, _) = call(&addr, "GET", "/health", None, t).unwrap();
+        assert_eq!(status, 200);
+        assert!(!blocked.is_finished());
+        release.send(()).unwrap();
+        assert_eq!(blocked.join().unwrap().unwrap().0, 200);
+        // A handler still blocked does not keep the server from stopping.
+        let still_blocked = {
+            let addr = addr.clone();
+            std::thread::spawn(move || call(&addr, "POST", "/slow", Some(b"{}"), t))
+        };
+        entered
+            .recv_timeout(t)
+            .expect("the second POST reached its handler");
+        done.store(true, Ordering::SeqCst);
+        thread.join().unwrap().unwrap();
+        drop(release);
+        let _ = still_blocked.join();
     }
 
     #[test]

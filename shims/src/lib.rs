@@ -13,6 +13,10 @@
 //!   through run-scoped files in `$jobWorkspace` ([`roles`], [`coord`], [`http`], [`bench`]).
 //! - `shim-task`: the task of MPI rank 0 in its simplest form, an LLM API client of the proxy.
 //!
+//! A worker crashes on demand (`SHIM_FAIL_RANK`, [`mgmn`]); a server, the router, the benchmark
+//! or a worker hangs on demand (`SHIM_HANG`, [`hang`]): a supervisor's failure and hang
+//! detection can be tested too.
+//!
 //! Like every TensorRT-LLM process, each of them initialises MPI first thing ([`import`]), so
 //! one that is started with the wrong environment fails the way the real one does.
 //!
@@ -23,6 +27,7 @@ pub mod bench;
 pub mod coord;
 pub mod edge;
 pub mod envs;
+pub mod hang;
 pub mod http;
 pub mod import;
 pub mod log;

@@ -13,6 +13,10 @@
 //! - Workers wait for commands with `MPI_Iprobe` and a short sleep ([`IDLE_POLL`]): a blocking
 //!   broadcast would spin a core per idle rank (Open MPI busy-polls), and these machines are
 //!   oversubscribed.
+//! - Fault injection: `SHIM_FAIL_RANK=<ROLE>:<rank>` ([`fault_for`]) makes that worker abort
+//!   right after its first task; `SHIM_HANG=<ROLE>:<rank>:freeze` ([`crate::hang`]) makes it
+//!   stop itself with `SIGSTOP` there instead, so the leader waits in the next collective until
+//!   the worker gets a `SIGCONT` (or `SHIM_HANG_LIMIT` passes, and it fails).
 //! - Stop (from an authenticated `--action stop` client, or `SIGTERM` to the leader): the
 //!   leader tells every worker to exit, then every rank finalizes MPI (Open MPI's finalize is
 //!   a fence: all ranks must reach it) and exits 0. A `SIGTERM` that arrives while the leader
@@ -28,6 +32,7 @@ use mpi::collective::SystemOperation;
 use mpi::topology::SimpleCommunicator;
 use mpi::traits::*;
 
+use crate::hang::{Hang, Mode};
 use crate::proxy::{self, Key, Listener, Reply, Request};
 use crate::say;
 
@@ -69,8 +74,13 @@ pub fn fault_for(spec: Option<&str>, role: Option<&str>, rank: i32) -> Result<Fa
     })
 }
 
-/// The worker loop: serve commands from rank 0 until told to stop.
-pub fn run_worker(world: &SimpleCommunicator, fault: Fault) -> Result<u64, String> {
+/// The worker loop: serve commands from rank 0 until told to stop. `hang` is this worker's
+/// `SHIM_HANG` (only `freeze` applies to a worker).
+pub fn run_worker(
+    world: &SimpleCommunicator,
+    fault: Fault,
+    hang: Option<&Hang>,
+) -> Result<u64, String> {
     let rank = world.rank();
     let root = world.process_at_rank(0);
     let mut tasks = 0u64;
@@ -93,6 +103,9 @@ pub fn run_worker(world: &SimpleCommunicator, fault: Fault) -> Result<u64, Strin
                         cmd[1]
                     );
                     std::process::abort();
+                }
+                if let Some(hang) = hang.filter(|h| h.mode == Mode::Freeze && tasks == 1) {
+                    hang.freeze()?;
                 }
             }
             CMD_STOP => return Ok(tasks),

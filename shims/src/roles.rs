@@ -8,17 +8,46 @@
 //!   server (bounded by the proxy timeout) instead of hanging it.
 //! - **DISAGG_SERVER** waits for exactly the expected records (`CTX_0..`, `GEN_0..`, in role
 //!   index order: B15), serves, publishes `DISAGG_SERVER.addr`, routes ctx → gen round robin,
-//!   and its `/health` checks every worker.
+//!   and its `/health` checks every worker. It keeps the forwards in flight (server, address,
+//!   the body's `id`, start) and a watchdog thread looks at them every second: a forward
+//!   outstanding for longer than `SHIM_SLOW_AFTER` seconds (default 5) is logged once,
+//!   `warning: GEN_0 (host:port) has not answered request 7 for 5 s`, so the router's log names
+//!   the server that hangs, not the client that noticed.
 //! - **BENCHMARK** waits for the router's record and health, sends `concurrency × multi_round`
-//!   requests with `concurrency` in flight, prints the result block, and always writes
-//!   `benchmark_status`, which releases every server.
+//!   requests with `concurrency` in flight, prints `progress: <done>/<total> requests` on stdout
+//!   after each one (success or failure; the stand-in for benchmark_serving's progress bar),
+//!   prints the result block, and always writes `benchmark_status`, which releases every server.
 //!
-//! Every wait is bounded by `SHIM_TIMEOUT` (seconds, default 120).
+//! A server or the router that is serving and has published its address prints uvicorn's
+//! start-up line on stdout, `INFO:     Uvicorn running on http://<host:port> (Press CTRL+C to
+//! quit)` (trtllm-serve is a uvicorn app), so one readiness pattern fits the real server and
+//! the stand-in.
+//!
+//! Every wait is bounded by `SHIM_TIMEOUT` (seconds, default 120); each HTTP request, the
+//! router's forwards and the benchmark's requests alike, by the request timeout,
+//! `min(SHIM_TIMEOUT, 30 s)`.
+//!
+//! Hangs on demand (`SHIM_HANG`, [`crate::hang`]):
+//!
+//! - `not-ready`: a server after its world check, the router after the workers' records: no
+//!   bind, no address record, no ready line; it waits until `SHIM_HANG_LIMIT`, then fails.
+//! - `wedged`: a server that answers `/health` but no completion. The router warns after
+//!   `SHIM_SLOW_AFTER`; each benchmark request routed there waits the request timeout,
+//!   `min(SHIM_TIMEOUT, 30 s)`, then fails (the benchmark's own timeout, or the router's 502
+//!   naming the server: both sides use the same bound), so the benchmark's progress stalls
+//!   that long per request instead of failing at once. The wedged server ends like any server
+//!   (on `benchmark_status` or after `SHIM_TIMEOUT`), or fails `SHIM_HANG_LIMIT` after its first
+//!   blocked request, whichever comes first.
+//! - `stall`: the benchmark after N-1 of N requests: no last request, no result block, no
+//!   `benchmark_status` until `SHIM_HANG_LIMIT`; then it fails and writes a `Failed:` status.
 
+use std::collections::BTreeMap;
+use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use rank_launch::role::Role;
@@ -27,6 +56,7 @@ use serde_json::{Value, json};
 use crate::bench::{self, BenchConfig};
 use crate::coord::{self, CoordError, Workspace};
 use crate::envs::{self, EnvError};
+use crate::hang::{self, Hang, Mode};
 use crate::http::{self, Handler, HttpError, Response};
 use crate::proxy::{self, Client, Key, ProxyError};
 use crate::say;
@@ -37,6 +67,10 @@ pub const PROXY_TIMEOUT_VAR: &str = "SHIM_PROXY_TIMEOUT";
 pub const ADVERTISE_VAR: &str = "SHIM_ADVERTISE_HOST";
 pub const NUM_CTX_VAR: &str = "numCtxServers";
 pub const NUM_GEN_VAR: &str = "numGenServers";
+/// Seconds after which the router warns about a server that has not answered a forward.
+pub const SLOW_AFTER_VAR: &str = "SHIM_SLOW_AFTER";
+/// How often the router's watchdog looks at the forwards in flight.
+pub const WATCH_EVERY: Duration = Duration::from_secs(1);
 /// The path every server and the router answer.
 pub const COMPLETIONS: &str = "/v1/completions";
 
@@ -82,10 +116,13 @@ pub struct Common {
     pub timeout: Duration,
     /// `host` of the published `host:port` records.
     pub host: String,
+    /// The hang this process plays (`SHIM_HANG`), if any.
+    pub hang: Option<Hang>,
 }
 
 impl Common {
-    /// Reads `jobWorkspace`, the run token, `SHIM_TIMEOUT` and the advertised host.
+    /// Reads `jobWorkspace`, the run token, `SHIM_TIMEOUT`, the advertised host and
+    /// `SHIM_HANG` / `SHIM_HANG_LIMIT`.
     pub fn from_env(role: Role) -> Result<Common, RoleError> {
         let root = envs::required(
             coord::WORKSPACE_VAR,
@@ -108,15 +145,24 @@ impl Common {
         let host = envs::get(ADVERTISE_VAR)
             .filter(|h| !h.trim().is_empty())
             .unwrap_or_else(crate::log::host_name);
+        // The server task, the router and the benchmark are "rank 0" of `SHIM_HANG`.
+        let hang = hang::from_env(Some(&role.to_string()), 0)?;
         Ok(Common {
             role,
             ws,
             timeout: Duration::from_secs_f64(secs),
             host,
+            hang,
         })
     }
 
-    /// Per-request timeout of HTTP calls.
+    /// The hang this process plays, if it is `mode`.
+    fn hang(&self, mode: Mode) -> Option<&Hang> {
+        self.hang.as_ref().filter(|h| h.mode == mode)
+    }
+
+    /// Per-request timeout of HTTP calls: the router's forwards and the benchmark's requests.
+    /// Behind a wedged server a request fails only after this long.
     fn request_timeout(&self) -> Duration {
         self.timeout.min(Duration::from_secs(30))
     }
@@ -133,7 +179,16 @@ fn bind_and_publish(common: &Common, record: &str) -> Result<(http::Server, Stri
     let addr = format!("{}:{port}", common.host);
     let path = common.ws.publish(record, &addr)?;
     say!("serving on {addr}, published `{}`", path.display());
+    let mut out = std::io::stdout().lock();
+    // Best effort, like any log line: a closed stdout must not fail the server.
+    let _ = writeln!(out, "{}", ready_line(&addr)).and_then(|()| out.flush());
     Ok((server, addr))
+}
+
+/// What uvicorn prints once it serves (trtllm-serve is a uvicorn app): the readiness line of
+/// the real server and of the stand-ins.
+pub fn ready_line(addr: &str) -> String {
+    format!("INFO:     Uvicorn running on http://{addr} (Press CTRL+C to quit)")
 }
 
 /// The stop condition of the servers: `benchmark_status` appeared (stop), a failure was
@@ -188,6 +243,13 @@ fn body_u32(body: &Value, key: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("`{key}` must be a non-negative integer"))
 }
 
+/// `SHIM_HANG=…:wedged`: every completion blocks from the first one on.
+struct Wedge {
+    hang: Hang,
+    /// When the first completion blocked (the hang started).
+    since: OnceLock<Instant>,
+}
+
 struct ServerState {
     name: String,
     is_gen: bool,
@@ -196,6 +258,7 @@ struct ServerState {
     proxy_timeout: Duration,
     failure: Mutex<Option<String>>,
     served: AtomicU64,
+    wedge: Option<Wedge>,
 }
 
 impl ServerState {
@@ -244,7 +307,23 @@ impl ServerState {
         }
     }
 
+    /// Blocks a completion (each connection has its own thread, so `/health` still answers)
+    /// until the hang limit, which then fails the server.
+    fn wedged(&self, wedge: &Wedge) -> Response {
+        let since = *wedge.since.get_or_init(|| {
+            wedge
+                .hang
+                .announce("POST /v1/completions is never answered; GET /health still is")
+        });
+        let why = wedge.hang.hold(since);
+        self.fail(why.clone());
+        Response::error(503, why)
+    }
+
     fn complete(&self, body: &[u8]) -> Response {
+        if let Some(wedge) = &self.wedge {
+            return self.wedged(wedge);
+        }
         if self.failed() {
             return Response::error(503, "MPI world failed");
         }
@@ -311,6 +390,13 @@ pub fn run_server(common: &Common) -> Result<(), RoleError> {
         "MPI world of {world_size} rank(s) reached through the leader: allreduce = {sum} ({} ms)",
         started.elapsed().as_millis()
     );
+    if let Some(hang) = common.hang(Mode::NotReady) {
+        let since = hang.announce(
+            "the MPI world is up, but this server never binds, publishes its address or prints \
+             the ready line",
+        );
+        return Err(RoleError::Failed(hang.hold(since)));
+    }
 
     let state = Arc::new(ServerState {
         name: common.role.to_string(),
@@ -320,6 +406,10 @@ pub fn run_server(common: &Common) -> Result<(), RoleError> {
         proxy_timeout,
         failure: Mutex::new(None),
         served: AtomicU64::new(0),
+        wedge: common.hang(Mode::Wedged).map(|hang| Wedge {
+            hang: hang.clone(),
+            since: OnceLock::new(),
+        }),
     });
     let (server, _) = bind_and_publish(common, &Workspace::addr_record(&common.role.to_string()))?;
     let handler_state = state.clone();
@@ -346,12 +436,61 @@ fn check_addr(record: &str, text: &str) -> Result<String, RoleError> {
     }
 }
 
+/// A forward the router waits on.
+#[derive(Debug, Clone)]
+struct InFlight {
+    /// `CTX_0`, `GEN_1`, …
+    server: String,
+    addr: String,
+    /// The body's `id` (else `router-<n>`).
+    request: String,
+    started: Instant,
+    warned: bool,
+}
+
+/// The request id a warning names: the body's `id` if it has one.
+fn request_id(body: &Value, seq: u64) -> String {
+    match body.get("id") {
+        Some(Value::String(s)) => s.escape_debug().to_string(),
+        Some(v) if !v.is_null() => v.to_string(),
+        _ => format!("router-{seq}"),
+    }
+}
+
+/// The warnings due: one for each forward outstanding for longer than `slow_after` that has
+/// not been warned about yet (in the order the forwards started).
+fn overdue(
+    inflight: &mut BTreeMap<u64, InFlight>,
+    now: Instant,
+    slow_after: Duration,
+) -> Vec<String> {
+    let mut lines = Vec::new();
+    for f in inflight.values_mut() {
+        let waited = now.saturating_duration_since(f.started);
+        if !f.warned && waited > slow_after {
+            f.warned = true;
+            lines.push(format!(
+                "warning: {} ({}) has not answered request {} for {} s",
+                f.server,
+                f.addr,
+                f.request,
+                waited.as_secs()
+            ));
+        }
+    }
+    lines
+}
+
 struct Router {
     ctx: Vec<(String, String)>,
     gen_servers: Vec<(String, String)>,
     next_ctx: AtomicUsize,
     next_gen: AtomicUsize,
     timeout: Duration,
+    /// The forwards in flight, by sequence number.
+    inflight: Mutex<BTreeMap<u64, InFlight>>,
+    next_forward: AtomicU64,
+    slow_after: Duration,
 }
 
 impl Router {
@@ -383,8 +522,37 @@ impl Router {
         }
     }
 
+    /// The watchdog: every [`WATCH_EVERY`] logs the forwards that became overdue, until
+    /// `stop` is dropped (the router stopped).
+    fn watch(&self, stop: &Receiver<()>) {
+        while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(WATCH_EVERY) {
+            let lines = match self.inflight.lock() {
+                Ok(mut inflight) => overdue(&mut inflight, Instant::now(), self.slow_after),
+                Err(_) => return,
+            };
+            for line in lines {
+                say!("{line}");
+            }
+        }
+    }
+
     fn forward(&self, (name, addr): &(String, String), body: &Value) -> Result<Value, String> {
-        match http::call_json(addr, "POST", COMPLETIONS, Some(body), self.timeout) {
+        let seq = self.next_forward.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut inflight) = self.inflight.lock() {
+            let f = InFlight {
+                server: name.clone(),
+                addr: addr.clone(),
+                request: request_id(body, seq),
+                started: Instant::now(),
+                warned: false,
+            };
+            inflight.insert(seq, f);
+        }
+        let result = http::call_json(addr, "POST", COMPLETIONS, Some(body), self.timeout);
+        if let Ok(mut inflight) = self.inflight.lock() {
+            inflight.remove(&seq);
+        }
+        match result {
             Ok((200, reply)) => Ok(reply),
             Ok((status, reply)) => Err(format!("{name} ({addr}) answered {status}: {reply}")),
             Err(e) => Err(format!("{name}: {e}")),
@@ -418,8 +586,27 @@ impl Router {
     }
 }
 
+/// Parses `SHIM_SLOW_AFTER` (default 5 s).
+fn slow_after() -> Result<Duration, RoleError> {
+    const EXPECTED: &str = "a positive number of seconds (default 5)";
+    let Some(text) = envs::get(SLOW_AFTER_VAR).filter(|t| !t.trim().is_empty()) else {
+        return Ok(Duration::from_secs(5));
+    };
+    let secs: f64 = envs::parse_value(SLOW_AFTER_VAR, &text, EXPECTED)?;
+    if !(secs.is_finite() && secs > 0.0 && secs < 1e7) {
+        return Err(EnvError::Invalid {
+            var: SLOW_AFTER_VAR,
+            value: text,
+            expected: EXPECTED,
+        }
+        .into());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
 /// DISAGG_SERVER.
 pub fn run_router(common: &Common) -> Result<(), RoleError> {
+    let slow_after = slow_after()?;
     let num_ctx = parse_count(NUM_CTX_VAR)?;
     let num_gen = parse_count(NUM_GEN_VAR)?;
     if num_gen == 0 {
@@ -453,6 +640,13 @@ pub fn run_router(common: &Common) -> Result<(), RoleError> {
             .collect::<Vec<_>>()
             .join(" ")
     );
+    if let Some(hang) = common.hang(Mode::NotReady) {
+        let since = hang.announce(
+            "every worker published, but the router never binds, publishes its address or \
+             prints the ready line",
+        );
+        return Err(RoleError::Failed(hang.hold(since)));
+    }
     let gen_servers = workers.split_off(num_ctx);
     let router = Arc::new(Router {
         ctx: workers,
@@ -460,11 +654,20 @@ pub fn run_router(common: &Common) -> Result<(), RoleError> {
         next_ctx: AtomicUsize::new(0),
         next_gen: AtomicUsize::new(0),
         timeout: common.request_timeout(),
+        inflight: Mutex::new(BTreeMap::new()),
+        next_forward: AtomicU64::new(0),
+        slow_after,
     });
     let (server, _) = bind_and_publish(common, coord::SERVER_ADDR)?;
+    let (stop_watchdog, stopped) = mpsc::channel::<()>();
+    let watched = router.clone();
+    let watchdog = std::thread::spawn(move || watched.watch(&stopped));
     let handler: Arc<Handler> = Arc::new(move |req| router.handle(req));
     let no_failure = Mutex::new(None);
-    server.serve(handler, until_released(common, &no_failure))?;
+    let served = server.serve(handler, until_released(common, &no_failure));
+    drop(stop_watchdog);
+    let _ = watchdog.join();
+    served?;
     log_release(common);
     Ok(())
 }
@@ -550,8 +753,17 @@ fn wait_healthy(addr: &str, common: &Common, deadline: Instant) -> Result<(), Ro
     }
 }
 
-/// Sends the load; never fails as a whole: failures are counted in the report.
-pub fn run_load(addr: &str, config: BenchConfig, timeout: Duration) -> Report {
+/// Prints `progress: <done>/<total> requests` on stdout, flushed (a supervisor reads output
+/// growth as progress). The count is taken under stdout's lock, so the lines come in order.
+fn print_progress(done: &AtomicUsize, total: usize) {
+    let mut out = std::io::stdout().lock();
+    let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+    let _ = writeln!(out, "progress: {n}/{total} requests").and_then(|()| out.flush());
+}
+
+/// Sends the first `send` of the config's requests (all of them but for a stall), printing
+/// progress out of all of them; never fails as a whole: failures are counted in the report.
+pub fn run_load(addr: &str, config: BenchConfig, timeout: Duration, send: usize) -> Report {
     struct Sample {
         latency_ms: Vec<f64>,
         output_tokens: u64,
@@ -559,7 +771,9 @@ pub fn run_load(addr: &str, config: BenchConfig, timeout: Duration) -> Report {
         first_error: Option<String>,
     }
     let total = config.requests();
+    let send = send.min(total);
     let next = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
     let started = Instant::now();
     let samples: Vec<Sample> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..config.concurrency)
@@ -573,7 +787,7 @@ pub fn run_load(addr: &str, config: BenchConfig, timeout: Duration) -> Report {
                     };
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= total {
+                        if i >= send {
                             return s;
                         }
                         let body = json!({"id": i, "input_length": config.input_length,
@@ -598,6 +812,7 @@ pub fn run_load(addr: &str, config: BenchConfig, timeout: Duration) -> Report {
                             s.failed += 1;
                             s.first_error.get_or_insert(e);
                         }
+                        print_progress(&done, total);
                     }
                 })
             })
@@ -623,7 +838,7 @@ pub fn run_load(addr: &str, config: BenchConfig, timeout: Duration) -> Report {
     Report {
         config,
         ok,
-        failed: total - ok,
+        failed: send - ok,
         first_error: samples.iter().find_map(|s| s.first_error.clone()),
         duration,
         input_tokens: ok as u64 * u64::from(config.input_length),
@@ -670,7 +885,24 @@ fn benchmark(common: &Common) -> Result<(), RoleError> {
         config.requests(),
         config.concurrency
     );
-    let report = run_load(&addr, config, common.request_timeout());
+    let total = config.requests();
+    let stall = common.hang(Mode::Stall);
+    let send = if stall.is_some() {
+        total.saturating_sub(1)
+    } else {
+        total
+    };
+    let report = run_load(&addr, config, common.request_timeout(), send);
+    if let Some(hang) = stall {
+        let since = hang.announce(&format!(
+            "{} of {total} request(s) done ({} failed); never sending the last one nor writing \
+             `{}`",
+            report.ok + report.failed,
+            report.failed,
+            coord::STATUS
+        ));
+        return Err(RoleError::Failed(hang.hold(since)));
+    }
     print!("{}", report.render());
     if report.failed > 0 {
         return Err(RoleError::Failed(format!(
@@ -731,6 +963,54 @@ mod tests {
             let line = format!("\n{label:<40}{value}\n");
             assert!(text.contains(&line), "{line}\n{text}");
         }
+    }
+
+    #[test]
+    fn overdue_forwards_are_warned_about_once_each() {
+        let t0 = Instant::now();
+        let forward = |server: &str, request: String, started| InFlight {
+            server: server.into(),
+            addr: "127.0.0.1:8000".into(),
+            request,
+            started,
+            warned: false,
+        };
+        let mut inflight = BTreeMap::new();
+        inflight.insert(0, forward("CTX_0", request_id(&json!({"id": 7}), 0), t0));
+        inflight.insert(
+            1,
+            forward("GEN_1", request_id(&json!({"id": "a\nb"}), 1), t0),
+        );
+        inflight.insert(
+            2,
+            forward(
+                "GEN_0",
+                request_id(&json!({}), 2),
+                t0 + Duration::from_secs(4),
+            ),
+        );
+        let slow = Duration::from_secs(5);
+        assert!(overdue(&mut inflight, t0 + slow, slow).is_empty());
+        assert_eq!(
+            overdue(&mut inflight, t0 + Duration::from_millis(6200), slow),
+            [
+                "warning: CTX_0 (127.0.0.1:8000) has not answered request 7 for 6 s",
+                "warning: GEN_1 (127.0.0.1:8000) has not answered request a\\nb for 6 s",
+            ]
+        );
+        assert_eq!(
+            overdue(&mut inflight, t0 + Duration::from_secs(10), slow),
+            ["warning: GEN_0 (127.0.0.1:8000) has not answered request router-2 for 6 s"]
+        );
+        assert!(overdue(&mut inflight, t0 + Duration::from_secs(60), slow).is_empty());
+    }
+
+    #[test]
+    fn the_ready_line_is_uvicorns() {
+        assert_eq!(
+            ready_line("node7:41234"),
+            "INFO:     Uvicorn running on http://node7:41234 (Press CTRL+C to quit)"
+        );
     }
 
     #[test]

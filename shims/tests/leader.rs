@@ -8,7 +8,7 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::{Proc, command, has_hex64, mpirun, run};
+use common::{Proc, children_named, command, has_hex64, mpirun, run};
 use shims::proxy::{Addr, Client, Key, ProxyError};
 
 const KEY: &str = "3f1c0d9e8b7a69584736251403f2e1d0c9b8a79685746352413021f0e9d8c7b6";
@@ -171,32 +171,6 @@ fn roles_name_missing_settings() {
         assert_eq!(status.code(), Some(2), "{message}: {}", proc.all());
         assert!(proc.stderr().contains(message), "{message}: {}", proc.all());
     }
-}
-
-/// The direct children of `parent` named `comm`.
-fn children_named(parent: u32, comm: &str) -> Vec<i32> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // `pid (comm) state ppid ...`; comm may hold spaces, so split at the last `)`.
-        let Some((head, tail)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let name = head.split_once('(').map_or("", |(_, n)| n);
-        let ppid = tail
-            .split_whitespace()
-            .nth(1)
-            .and_then(|p| p.parse::<u32>().ok());
-        if name == comm && ppid == Some(parent) {
-            found.push(pid);
-        }
-    }
-    found
 }
 
 /// A 2-rank world that is up, with the pids of its worker and its leader.

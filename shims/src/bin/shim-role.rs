@@ -33,6 +33,26 @@ shim-role: stand-in for a TensorRT-LLM serving role (no arguments; configured by
   SHIM_TIMEOUT          bound of every wait, seconds (default 120)
   SHIM_PROXY_TIMEOUT    bound of each request to the MPI leader, seconds (default 10)
   SHIM_ADVERTISE_HOST   host name to publish instead of this machine's
+  SHIM_SLOW_AFTER       the router warns about a server that has not answered a forward for this
+                        long, seconds (default 5): `warning: GEN_0 (host:port) has not answered
+                        request <id> for <n> s`
+  SHIM_HANG             <ROLE>[:<rank>]:<mode>, hang on purpose (see below)
+  SHIM_HANG_LIMIT       bound of that hang, seconds (default 3600); then exit 1
+
+Hangs (SHIM_HANG; rank none or 0 except for freeze; a bad value exits 2):
+  GEN_<n>|CTX_<n>|DISAGG_SERVER:not-ready   never ready: no bind, no address record, no ready line
+                        (a server still checks its MPI world, the router waits for the workers)
+  GEN_<n>|CTX_<n>:wedged   ready, GET /health answers 200, POST /v1/completions never answers
+  BENCHMARK:stall       completes N-1 of N requests, then waits without writing benchmark_status
+  GEN_<n>|CTX_<n>:<rank>:freeze   that MPI worker (shim-worker) stops itself (SIGSTOP) after
+                        its first task, until SIGCONT (SHIM_FAIL_RANK=<ROLE>:<rank> aborts it)
+A hang starts with a stderr line `hanging on purpose (SHIM_HANG=<value>: <mode>) unix_us=<us>`;
+at SHIM_HANG_LIMIT the hanging process fails (exit 1); SIGTERM ends it at once (a frozen worker
+once it also gets SIGCONT).
+
+Stdout: a server or the router that serves prints `INFO:     Uvicorn running on
+http://<host:port> (Press CTRL+C to quit)`; the benchmark prints `progress: <done>/<total>
+requests` after each request, then the result block.
 
 Exit codes: 0 success, 1 failure, 2 bad input.
 ";

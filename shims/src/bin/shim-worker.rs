@@ -3,14 +3,16 @@
 //! probes instead of spinning in a blocking collective.
 //!
 //! Fault injection: `SHIM_FAIL_RANK=<ROLE>:<rank>` makes the worker whose
-//! `DISAGG_SERVING_TYPE` is ROLE and whose MPI rank is rank abort after its first task.
+//! `DISAGG_SERVING_TYPE` is ROLE and whose MPI rank is rank abort after its first task;
+//! `SHIM_HANG=<ROLE>:<rank>:freeze` makes it stop itself (`SIGSTOP`) there instead, until a
+//! `SIGCONT` or `SHIM_HANG_LIMIT` seconds (default 3600, then exit 1). See `shims::hang`.
 
 use std::process::ExitCode;
 
 use anyhow::anyhow;
 use mpi::traits::*;
 use shims::edge::{self, Fail};
-use shims::{envs, mgmn, say};
+use shims::{envs, hang, mgmn, say};
 
 fn main() -> ExitCode {
     if std::env::args()
@@ -19,7 +21,10 @@ fn main() -> ExitCode {
     {
         print!(
             "shim-worker: MPI worker stand-in (ranks 1..N-1); serves the leader's tasks until stop.\n\
-             SHIM_FAIL_RANK=<ROLE>:<rank> aborts that worker after its first task.\n"
+             SHIM_FAIL_RANK=<ROLE>:<rank> aborts that worker after its first task.\n\
+             SHIM_HANG=<ROLE>:<rank>:freeze stops that worker (SIGSTOP) after its first task, until\n\
+             a SIGCONT or SHIM_HANG_LIMIT seconds (default 3600; then exit 1). ROLE is\n\
+             DISAGG_SERVING_TYPE, rank the MPI rank (1 or more). A bad value exits 2.\n"
         );
         return ExitCode::SUCCESS;
     }
@@ -68,5 +73,6 @@ fn serve(world: &mpi::topology::SimpleCommunicator, role: Option<&str>) -> Resul
     edge::check_world_size(size).map_err(|e| edge::failed(anyhow!(e)))?;
     let fault = mgmn::fault_for(envs::get("SHIM_FAIL_RANK").as_deref(), role, rank)
         .map_err(|e| edge::bad_input(anyhow!(e)))?;
-    mgmn::run_worker(world, fault).map_err(|e| edge::failed(anyhow!(e)))
+    let hang = hang::from_env(role, rank).map_err(edge::bad_input)?;
+    mgmn::run_worker(world, fault, hang.as_ref()).map_err(|e| edge::failed(anyhow!(e)))
 }

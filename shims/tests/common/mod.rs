@@ -205,6 +205,30 @@ impl Proc {
         }
     }
 
+    /// Checks that stdout gets nothing more for `window`: a negative check, so keep the window
+    /// short. Returns what arrived, if anything did.
+    pub fn stdout_quiet_for(&self, window: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + window;
+        let (lock, cvar) = &*self.output;
+        let mut captured = lock.lock().expect("capture lock");
+        let before = captured.stdout.len();
+        loop {
+            if captured.stdout.len() != before {
+                return Err(captured.stdout[before..].to_string());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(());
+            }
+            captured = cvar.wait_timeout(captured, left).expect("capture lock").0;
+        }
+    }
+
+    /// True while the child has not exited (nor been reaped).
+    pub fn running(&mut self) -> bool {
+        self.status.is_none() && self.child.try_wait().expect("try_wait").is_none()
+    }
+
     /// Waits for the exit; kills the group and panics after `limit`.
     pub fn wait(&mut self, limit: Duration) -> ExitStatus {
         let deadline = Instant::now() + limit;
@@ -260,6 +284,40 @@ pub fn has_hex64(text: &str) -> bool {
         }
     }
     false
+}
+
+/// The direct children of `parent` named `comm`.
+pub fn children_named(parent: u32, comm: &str) -> Vec<i32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Some((name, _, ppid)) = proc_stat(pid) else {
+            continue;
+        };
+        if name == comm && ppid == parent {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// `(comm, state, ppid)` from `/proc/<pid>/stat`, if the process exists.
+pub fn proc_stat(pid: i32) -> Option<(String, char, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ppid ...`; comm may hold spaces, so split at the last `)`.
+    let (head, tail) = stat.rsplit_once(')')?;
+    let name = head.split_once('(').map_or("", |(_, n)| n).to_string();
+    let mut fields = tail.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((name, state, ppid))
+}
+
+/// The line of `text` that contains `needle`.
+pub fn line_with<'a>(text: &'a str, needle: &str) -> Option<&'a str> {
+    text.lines().find(|l| l.contains(needle))
 }
 
 /// A loopback port that was free a moment ago (what rank-launch does for the proxy).
