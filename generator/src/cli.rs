@@ -17,6 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, anyhow, bail};
 use clap::Parser;
 
+use crate::budgets::{Budgets, Given};
 use crate::compat::{self, CompatInputs};
 use crate::config::LaunchConfig;
 use crate::explain;
@@ -132,14 +133,29 @@ struct Args {
         help_heading = "Native mode"
     )]
     precheck_timeout: u64,
-    /// Seconds the other steps get to end once one ended with 0 (normally the benchmark).
-    #[arg(
-        long,
-        value_name = "SECS",
-        default_value_t = 120,
-        help_heading = "Native mode"
-    )]
-    drain_timeout: u64,
+    /// Seconds the other steps get to end once one ended with 0 (normally the benchmark)
+    /// [default: config `budgets.drain`, else 120].
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..), help_heading = "Native mode")]
+    drain_timeout: Option<u64>,
+    /// Seconds every server (rank 0 of each GEN/CTX step, and the router) may take to get
+    /// ready [default: config `budgets.servers_ready`, else 3600].
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..), help_heading = "Native mode")]
+    ready_timeout: Option<u64>,
+    /// Seconds the benchmark may run [default: config `budgets.benchmark`, else 7200].
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..), help_heading = "Native mode")]
+    benchmark_timeout: Option<u64>,
+    /// Seconds without progress before a role is declared stuck: the benchmark's output, or a
+    /// stopped server rank [default: config `budgets.stall`, else 600].
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..), help_heading = "Native mode")]
+    stall_timeout: Option<u64>,
+    /// Regular expression of the line a server prints once it serves [default: config
+    /// `budgets.ready_line`, else uvicorn's start-up lines].
+    #[arg(long, value_name = "REGEX", help_heading = "Native mode")]
+    ready_line: Option<String>,
+    /// This program on the nodes, which the script runs for the readiness gate and the
+    /// verdict [default: the path of the launch-gen that renders the script].
+    #[arg(long, value_name = "PATH", help_heading = "Native mode")]
+    launch_gen: Option<String>,
     /// Seconds between TERM and KILL when steps are stopped.
     #[arg(
         long,
@@ -210,6 +226,14 @@ pub fn main_impl() -> i32 {
 
 /// Runs `launch-gen` with the given arguments (the first is the program name).
 pub fn run_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {
+    let args: Vec<OsString> = args.into_iter().collect();
+    // The job commands run by the native script have their own parser (`crate::job::cli`).
+    if args
+        .get(1)
+        .is_some_and(|command| command == "verdict" || command == "await-ready")
+    {
+        return crate::job::cli::main(args);
+    }
     let args = match Args::try_parse_from(args) {
         Ok(args) => args,
         Err(error) => {
@@ -234,6 +258,15 @@ fn run(args: &Args) -> Result<(), Failure> {
     let config = LaunchConfig::from_yaml(&config_text).with_context(|| format!("`{shown}`"))?;
     let plan = Plan::new(&config).with_context(|| format!("`{shown}`"))?;
 
+    let given = Given {
+        servers_ready: args.ready_timeout,
+        benchmark: args.benchmark_timeout,
+        stall: args.stall_timeout,
+        drain: args.drain_timeout,
+        ready_line: args.ready_line.as_deref(),
+    };
+    // Native mode only: the reference ignores a `budgets:` section, and so does compatibility.
+    let budgets = || Budgets::resolve(&config, &given).with_context(|| format!("`{shown}`"));
     if args.explain {
         let nodes = args
             .nodelist
@@ -244,6 +277,9 @@ fn run(args: &Args) -> Result<(), Failure> {
         let table = explain::render(&config, &plan, &shown.to_string(), nodes.as_deref())
             .context("`--nodelist`")?;
         print!("{table}");
+        if non_empty(&args.draft_launch_sh).is_none() {
+            print!("{}", budgets()?.explain());
+        }
         if args.launch_sh.is_none() {
             return Ok(());
         }
@@ -286,6 +322,13 @@ fn run(args: &Args) -> Result<(), Failure> {
     } else {
         let absolute_config =
             std::path::absolute(&config_path).unwrap_or_else(|_| config_path.clone());
+        let budgets = budgets()?;
+        let launch_gen = match &args.launch_gen {
+            Some(path) => path.clone(),
+            None => std::env::current_exe()
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_else(|_| "launch-gen".to_owned()),
+        };
         let options = NativeOptions {
             config_path: &absolute_config.to_string_lossy(),
             script_prefix: script_prefix.as_deref(),
@@ -297,7 +340,8 @@ fn run(args: &Args) -> Result<(), Failure> {
             rank_check: &args.rank_check,
             precheck: args.precheck,
             precheck_timeout: args.precheck_timeout,
-            drain_timeout: args.drain_timeout,
+            launch_gen: &launch_gen,
+            budgets: &budgets,
             stop_timeout: args.stop_timeout,
             cause_window: args.cause_window,
             sbatch: SbatchOptions {

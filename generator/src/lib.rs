@@ -2,7 +2,8 @@
 //!
 //! The library is pure: every function takes text and values and returns text or a typed
 //! error. Reading files, writing the output atomically and running `sbatch` happen in
-//! [`cli`], the only module that touches the file system or spawns processes.
+//! [`cli`], the only module that touches the file system or spawns processes, and, for the
+//! job commands (`launch-gen verdict`, `launch-gen await-ready`), in [`job::io`].
 //!
 //! Two renderers share one config model ([`config`]) and one resource plan ([`plan`]):
 //!
@@ -10,11 +11,13 @@
 //! - [`native`] renders a self-contained script around `rank-launch` with node slicing,
 //!   supervision of every step and a single verdict line.
 
+pub mod budgets;
 pub mod cli;
 pub mod compat;
 pub mod config;
 pub mod explain;
 pub mod hostlist;
+pub mod job;
 pub mod native;
 pub mod plan;
 pub mod pytext;

@@ -22,6 +22,7 @@ use std::fmt::Write as _;
 
 use thiserror::Error;
 
+use crate::budgets::Budgets;
 use crate::config::{ConfigError, GEN_ONLY_VARIABLE, LaunchConfig};
 use crate::plan::Plan;
 use crate::shell::{self, Segment, ShellWordError, Word};
@@ -67,9 +68,11 @@ pub struct NativeOptions<'a> {
     pub install_sh: Option<&'a str>,
     pub rank_launch: &'a str,
     pub rank_check: &'a str,
+    /// This program, run by the script for the readiness gate and the verdict.
+    pub launch_gen: &'a str,
+    pub budgets: &'a Budgets,
     pub precheck: bool,
     pub precheck_timeout: u64,
-    pub drain_timeout: u64,
     pub stop_timeout: u64,
     pub cause_window: u64,
     pub sbatch: SbatchOptions<'a>,
@@ -257,13 +260,24 @@ fn variable_block(
         ("workerMpi", mpi),
         ("rankLaunch", options.rank_launch.to_owned()),
         ("rankCheck", options.rank_check.to_owned()),
+        ("launchGen", options.launch_gen.to_owned()),
         (
             "installScript",
             options.install_sh.unwrap_or_default().to_owned(),
         ),
         ("runPrecheck", flag(options.precheck)),
         ("precheckTimeout", options.precheck_timeout.to_string()),
-        ("drainTimeout", options.drain_timeout.to_string()),
+        (
+            "readyTimeout",
+            options.budgets.servers_ready.secs.to_string(),
+        ),
+        (
+            "benchmarkTimeout",
+            options.budgets.benchmark.secs.to_string(),
+        ),
+        ("stallTimeout", options.budgets.stall.secs.to_string()),
+        ("drainTimeout", options.budgets.drain.secs.to_string()),
+        ("readyLine", options.budgets.ready_line.clone()),
         ("stopTimeout", options.stop_timeout.to_string()),
         ("causeWindow", options.cause_window.to_string()),
         ("workerCommand", worker_command),

@@ -6,6 +6,14 @@
 # step ends with 0 (normally the benchmark) all others get `drainTimeout` seconds to end too.
 # Stopping is TERM, then KILL after `stopTimeout` seconds. The job is never scancel'ed from
 # inside, so a failure ends it FAILED with a meaningful exit code.
+# Budgets: each server's rank 0 and the router must print a line matching `readyLine` within
+# `readyTimeout` seconds (rank-launch --ready-timeout; the benchmark starts once all are
+# ready); a stopped server rank, or a benchmark whose output stops growing, fails after
+# `stallTimeout` seconds (--stall-timeout); the benchmark must end within `benchmarkTimeout`.
+# Records: `steps.jsonl` (each step's start and end), `phases.jsonl` (the job's phases) and
+# `ranks/<ROLE>.<rank>.json` (each rank's summary), all with wall-clock microseconds; at the
+# end `launch-gen verdict` prints the evidence and the verdict and writes `verdict.json` and
+# `junit.xml`.
 # Requires bash 5.1 (`wait -n -p`).
 # ---------------------------------------------------------------------------------------------
 set -Eeuo pipefail
@@ -25,9 +33,18 @@ if ((genOnly)); then
     export TRTLLM_DISAGG_BENCHMARK_GEN_ONLY=1
 fi
 srunCmd=(srun "${srunArgs[@]}" "${containerEnv[@]}")
+summaryArgs=(--summary-json "$jobWorkspace/ranks/%R.%r.json")
+serverWatch=(--ready-timeout "${readyTimeout}s" --ready-line "$readyLine")
+workerWatch=("${serverWatch[@]}" --stall-timeout "${stallTimeout}s" --stall-probe stopped)
+benchmarkWatch=(--stall-timeout "${stallTimeout}s")
+haveLaunchGen=0
+if [[ -x $launchGen ]]; then
+    haveLaunchGen=1
+fi
 
-# Steps by pid: role and log; `stepOrder` keeps the launch order for messages.
-declare -A stepRole=() stepLog=()
+# Steps by pid: role and log; `stepOrder` keeps the launch order for messages. Local helpers
+# (the readiness gate, the benchmark's budget) are steps too, in `localStep`.
+declare -A stepRole=() stepLog=() localStep=()
 stepOrder=()
 currentRole=SETUP
 role=''
@@ -38,6 +55,33 @@ rc=0
 
 note() {
     printf 'launch-gen: %s\n' "$*" >&2
+}
+
+# Wall-clock microseconds (EPOCHREALTIME has six decimals; its separator follows the locale).
+now_us() {
+    printf '%s\n' "${EPOCHREALTIME//[.,]/}"
+}
+
+json_string() {
+    local s=${1//\\/\\\\}
+    s=${s//\"/\\\"}
+    printf '"%s"' "$s"
+}
+
+# phase NAME: one line of `phases.jsonl`.
+phase() {
+    printf '{"phase":"%s","unix_us":%s}\n' "$1" "$(now_us)" >>"$jobWorkspace/phases.jsonl" 2>/dev/null || true
+}
+
+# record_step started|ended ROLE [CODE [NOTE]]: one line of `steps.jsonl`.
+record_step() {
+    local line
+    line="{\"event\":\"$1\",\"role\":$(json_string "$2"),\"unix_us\":$(now_us)"
+    case $1 in
+        started) line+=",\"log\":$(json_string "$3")" ;;
+        ended) line+=",\"code\":$3${4:+,\"note\":$(json_string "$4")}" ;;
+    esac
+    printf '%s}\n' "$line" >>"$jobWorkspace/steps.jsonl" 2>/dev/null || true
 }
 
 # The body of a step's background subshell: runs CMD, passes TERM on to it (USR1 sends KILL)
@@ -67,14 +111,37 @@ start_step() {
     stepRole[$!]=$role
     stepLog[$!]=$log
     stepOrder+=("$!")
+    record_step started "$role" "$log"
     note "started $role (pid $!, log $log)"
+}
+
+# start_local NAME CMD...: a helper step of this script (not a role): no record, no log.
+start_local() {
+    local name=$1
+    shift
+    run_step "$@" >/dev/null 2>&1 &
+    stepRole[$!]=$name
+    stepLog[$!]=/dev/null
+    localStep[$!]=1
+}
+
+# stop_local NAME: ends the helper step NAME if it runs.
+stop_local() {
+    local pid
+    for pid in "${!localStep[@]}"; do
+        if [[ ${stepRole[$pid]:-} == "$1" ]]; then
+            kill -TERM "$pid" 2>/dev/null || true
+            wait "$pid" 2>/dev/null || true
+            unset "stepRole[$pid]" "stepLog[$pid]" "localStep[$pid]"
+        fi
+    done
 }
 
 # The first step still running, in launch order.
 first_running() {
     local pid
     for pid in "${stepOrder[@]}"; do
-        if [[ -n ${stepRole[$pid]:-} ]]; then
+        if [[ -n ${stepRole[$pid]:-} && -z ${localStep[$pid]:-} ]]; then
             printf '%s\n' "$pid"
             return 0
         fi
@@ -106,10 +173,14 @@ reap_next() {
     fi
 }
 
-# Forgets a reaped step and touches its sentinel: its log is complete now.
+# finish_step PID CODE [NOTE]: forgets a reaped step, records its end and touches its sentinel:
+# its log is complete now.
 finish_step() {
-    touch -- "${stepLog[$1]%.log}.done" 2>/dev/null || true
-    unset "stepRole[$1]" "stepLog[$1]"
+    if [[ -z ${localStep[$1]:-} ]]; then
+        record_step ended "${stepRole[$1]}" "$2" "${3:-}"
+        touch -- "${stepLog[$1]%.log}.done" 2>/dev/null || true
+    fi
+    unset "stepRole[$1]" "stepLog[$1]" "localStep[$1]"
 }
 
 # TERM to every running step, KILL (through USR1 to its subshell) to what is left after
@@ -118,7 +189,10 @@ finish_step() {
 # grace period and srun ends with the step. A TERM to srun itself would make Slurm SIGKILL the
 # tasks at once, with no clean shutdown, so srun is signalled only where scancel cannot be used.
 stop_steps() {
-    local pid
+    local pid status
+    for pid in "${!localStep[@]}"; do
+        stop_local "${stepRole[$pid]}"
+    done
     ((${#stepRole[@]} > 0)) || return 0
     note "stopping ${stepRole[*]}"
     if [[ -z ${SLURM_JOB_ID:-} ]] || ! scancel --signal=TERM "$SLURM_JOB_ID" 2>/dev/null; then
@@ -132,23 +206,46 @@ stop_steps() {
             timerPid=''
             break
         fi
-        finish_step "$endedPid"
+        finish_step "$endedPid" "$rc"
     done
     stop_timer
     for pid in "${!stepRole[@]}"; do
         note "killing ${stepRole[$pid]} (pid $pid)"
         kill -USR1 "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-        finish_step "$pid"
+        status=0
+        wait "$pid" 2>/dev/null || status=$?
+        finish_step "$pid" "$status" "killed"
     done
 }
 
-# fail DETAIL CODE: stops everything, prints the verdict and exits with CODE (1 if CODE is 0).
+# verdict [ROLE DETAIL LOG] CODE: the evidence and the verdict line (by `launch-gen verdict`,
+# from the records; the plain line when it cannot run), then exit with CODE.
+verdict() {
+    local code=${*: -1} out='' args=()
+    if (($# > 1)); then
+        args=(--fail-role "$1" --fail-detail "$2")
+    fi
+    phase verdict
+    if ((haveLaunchGen)) && [[ -d $jobWorkspace ]]; then
+        out=$("$launchGen" verdict "$jobWorkspace" "${args[@]}" --code "$code" --job-id "${SLURM_JOB_ID:-local}" 2>&1) || true
+    fi
+    if [[ $'\n'$out == *$'\nverdict: '* ]]; then
+        printf '%s\n' "$out"
+    elif (($# > 1)); then
+        [[ -z $out ]] || printf '%s\n' "$out" >&2
+        printf 'verdict: FAIL (%s: %s%s)\n' "$1" "$2" "${3:+, log $3}"
+    else
+        printf 'verdict: PASS\n'
+    fi
+    exit "$code"
+}
+
+# fail ROLE DETAIL CODE [LOG]: stops everything, then the verdict; exits with CODE (1 if 0).
 fail() {
     trap '' TERM INT
+    phase stopping
     stop_steps
-    printf 'verdict: FAIL (%s)\n' "$1"
-    exit $(($2 == 0 ? 1 : $2))
+    verdict "$1" "$2" "${4:-}" $(($3 == 0 ? 1 : $3))
 }
 
 # The role to name in a verdict now: the phase, or during the drain the first server still
@@ -162,7 +259,7 @@ role_now() {
         printf '%s\n' "$currentRole"
     fi
 }
-trap 'fail "$(role_now): terminated" 143' TERM INT
+trap 'fail "$(role_now)" terminated 143' TERM INT
 
 # Reaps the next step into `role` and `log`; a non-zero exit fails the job. Returns 1 when the
 # timer ended instead of a step.
@@ -177,11 +274,18 @@ reap_step() {
     [[ -n $endedPid ]] || return 0
     role=${stepRole[$endedPid]}
     log=${stepLog[$endedPid]}
-    finish_step "$endedPid"
-    if ((rc != 0)); then
-        blame "$role" "$log" "$rc"
-    elif node_lost "$log"; then
+    if [[ -n ${localStep[$endedPid]:-} ]]; then
+        finish_step "$endedPid" "$rc"
+        return 0
+    fi
+    if ((rc == 0)) && node_lost "$log"; then
+        finish_step "$endedPid" "$rc" "node failure"
         blame "$role" "$log" 1 "node failure"
+    else
+        finish_step "$endedPid" "$rc"
+        if ((rc != 0)); then
+            blame "$role" "$log" "$rc"
+        fi
     fi
 }
 
@@ -197,6 +301,7 @@ upstreamness() {
     case $1 in
         BENCHMARK) echo 2 ;;
         DISAGG_SERVER) echo 1 ;;
+        @*) echo 3 ;;
         *) echo 0 ;;
     esac
 }
@@ -204,7 +309,7 @@ upstreamness() {
 # blame ROLE LOG CODE: fails the job, naming the root cause. A failing client gives the other
 # steps `causeWindow` seconds to fail too, and the verdict names the most upstream failure.
 blame() {
-    local role=$1 log=$2 code=$3 detail=${4:-exit $3} otherRole otherCode
+    local role=$1 log=$2 code=$3 detail=${4:-exit $3} otherRole otherCode otherNote
     if (($(upstreamness "$role") > 0)); then
         stop_timer
         start_timer "$causeWindow"
@@ -215,20 +320,26 @@ blame() {
                 break
             fi
             [[ -n $endedPid ]] || break
+            if [[ -n ${localStep[$endedPid]:-} ]]; then
+                finish_step "$endedPid" "$rc"
+                continue
+            fi
             otherRole=${stepRole[$endedPid]}
             otherCode=$rc
+            otherNote=''
             if ((otherCode == 0)) && node_lost "${stepLog[$endedPid]}"; then
                 otherCode=1
+                otherNote='node failure'
             fi
             if ((otherCode != 0)) && (($(upstreamness "$otherRole") < $(upstreamness "$role"))); then
                 role=$otherRole log=${stepLog[$endedPid]} code=$otherCode
                 if ((rc == 0)); then detail="node failure"; else detail="exit $rc"; fi
             fi
-            finish_step "$endedPid"
+            finish_step "$endedPid" "$rc" "$otherNote"
             (($(upstreamness "$role") > 0)) || break
         done
     fi
-    fail "$role: $detail, log $log" "$code"
+    fail "$role" "$detail" "$code" "$log"
 }
 
 # Waits for every running step; the first non-zero exit fails the job.
@@ -239,23 +350,27 @@ wait_all_ok() {
     done
 }
 
-if ! mkdir -p -- "$jobWorkspace"; then
-    fail "SETUP: cannot create the workspace $jobWorkspace" 1
+if ! mkdir -p -- "$jobWorkspace/ranks"; then
+    fail SETUP "cannot create the workspace $jobWorkspace" 1
 fi
+# This run's records only: a previous run in the same workspace leaves its own behind.
+rm -f -- "$jobWorkspace"/ranks/*.json "$jobWorkspace/steps.jsonl" "$jobWorkspace/phases.jsonl" \
+    "$jobWorkspace/verdict.json" "$jobWorkspace/junit.xml"
+phase setup
 
 # Node slicing: GEN instances take the first nodes of the allocation, then CTX instances.
 if [[ -z ${SLURM_JOB_NODELIST:-} ]]; then
-    fail "SETUP: SLURM_JOB_NODELIST is not set, run this script with sbatch" 1
+    fail SETUP "SLURM_JOB_NODELIST is not set, run this script with sbatch" 1
 fi
 if ! nodeText=$(scontrol show hostnames "$SLURM_JOB_NODELIST"); then
-    fail "SETUP: scontrol show hostnames $SLURM_JOB_NODELIST failed" 1
+    fail SETUP "scontrol show hostnames $SLURM_JOB_NODELIST failed" 1
 fi
 allNodes=()
 if [[ -n $nodeText ]]; then
     mapfile -t allNodes <<<"$nodeText"
 fi
 if ((${#allNodes[@]} < totalNodes)); then
-    fail "SETUP: the plan needs $totalNodes nodes, the allocation has ${#allNodes[@]}" 1
+    fail SETUP "the plan needs $totalNodes nodes, the allocation has ${#allNodes[@]}" 1
 fi
 firstNode=${allNodes[0]}
 
@@ -284,6 +399,7 @@ if [[ -n $installScript ]]; then
     start_step INSTALL "$jobWorkspace/install.log" \
         "${srunCmd[@]}" -N "$totalNodes" --ntasks-per-node=1 "$rankLaunch" -- bash "$installScript"
     wait_all_ok
+    phase install_done
 fi
 
 # Fabric precheck: rank-check on every worker slice, bounded, all waited.
@@ -298,9 +414,11 @@ if ((runPrecheck)); then
             --ntasks="${workerTasks[i]}" --ntasks-per-node="${workerTasksPerNode[i]}" "$rankCheck"
     done
     wait_all_ok
+    phase prechecks_done
 fi
 
-# Servers: GEN then CTX workers (MPI), then the disagg server and the benchmark on the first node.
+# Servers: GEN then CTX workers (MPI), then the disagg server; the benchmark on the first node
+# once every server is ready (or at once, without launch-gen on the node to tell).
 currentRole=BENCHMARK
 for i in "${!workerRoles[@]}"; do
     export DISAGG_SERVING_TYPE="${workerRoles[i]}"
@@ -309,16 +427,35 @@ for i in "${!workerRoles[@]}"; do
         "${srunCmd[@]}" --mpi="$workerMpi" --kill-on-bad-exit=1 \
         -N "${workerNodes[i]}" -w "${workerSlices[i]}" \
         --ntasks="${workerTasks[i]}" --ntasks-per-node="${workerTasksPerNode[i]}" \
-        "$rankLaunch" --label
+        "$rankLaunch" --label "${summaryArgs[@]}" "${workerWatch[@]}"
 done
-export DISAGG_SERVING_TYPE=DISAGG_SERVER
-export pytestCommand="$serverCommand"
-start_step DISAGG_SERVER "$jobWorkspace/disagg_server.log" \
-    "${srunCmd[@]}" --kill-on-bad-exit=1 --overlap -N 1 --ntasks=1 -w "$firstNode" "$rankLaunch" --label
-export DISAGG_SERVING_TYPE=BENCHMARK
-export pytestCommand="$benchmarkCommand"
-start_step BENCHMARK "$jobWorkspace/benchmark.log" \
-    "${srunCmd[@]}" --kill-on-bad-exit=1 --overlap -N 1 --ntasks=1 -w "$firstNode" "$rankLaunch" --label
+# start_single ROLE LOG COMMAND [RANK-LAUNCH OPTIONS...]: a one-task step on the first node.
+start_single() {
+    local role=$1 log=$2
+    export DISAGG_SERVING_TYPE=$role
+    export pytestCommand=$3
+    shift 3
+    start_step "$role" "$log" \
+        "${srunCmd[@]}" --kill-on-bad-exit=1 --overlap -N 1 --ntasks=1 -w "$firstNode" \
+        "$rankLaunch" --label "${summaryArgs[@]}" "$@"
+}
+start_single DISAGG_SERVER "$jobWorkspace/disagg_server.log" "$serverCommand" "${serverWatch[@]}"
+phase servers_started
+
+start_benchmark() {
+    start_single BENCHMARK "$jobWorkspace/benchmark.log" "$benchmarkCommand" "${benchmarkWatch[@]}"
+    phase benchmark_started
+    start_local @benchmark-budget sleep "$benchmarkTimeout"
+}
+if ((haveLaunchGen)); then
+    # Records `servers_ready`; each server's own deadline (rank-launch) fails first.
+    serverRoles=$(IFS=,; printf '%s' "${workerRoles[*]},DISAGG_SERVER")
+    start_local @servers-ready "$launchGen" await-ready "$jobWorkspace" \
+        --roles "$serverRoles" --timeout $((readyTimeout + 30))
+else
+    note "$launchGen is not executable here: no readiness gate, no evidence in the verdict"
+    start_benchmark
+fi
 
 # Supervision. Any non-zero exit fails the job at once. The first step to end with 0 opens the
 # drain window of `drainTimeout` seconds in which every other step must end too: servers stop
@@ -331,19 +468,37 @@ while ((${#stepRole[@]} > 0)); do
     if ! reap_step; then
         if ((benchmarkDone)); then
             pid=$(first_running)
-            fail "$(role_now): still running ${drainTimeout} s after BENCHMARK passed, log ${stepLog[$pid]}" 1
+            fail "$(role_now)" "still running ${drainTimeout} s after BENCHMARK passed" 1 "${stepLog[$pid]}"
         fi
-        fail "$earlyRole: exit 0 before BENCHMARK finished, log $earlyLog" 1
+        fail "$earlyRole" "exit 0 before BENCHMARK finished" 1 "$earlyLog"
     fi
     [[ -n $role ]] || break
-    if [[ $role == BENCHMARK ]]; then
-        benchmarkDone=1
-    elif ((benchmarkDone == 0)) && [[ -z $earlyRole ]]; then
-        earlyRole=$role
-        earlyLog=$log
-    fi
+    case $role in
+        @servers-ready)
+            if ((rc != 0)); then
+                fail SERVERS "not ready after $((readyTimeout + 30)) s" 1
+            fi
+            start_benchmark
+            continue
+            ;;
+        @benchmark-budget)
+            fail BENCHMARK "not done after ${benchmarkTimeout} s" 1 "$jobWorkspace/benchmark.log"
+            ;;
+        BENCHMARK)
+            benchmarkDone=1
+            stop_local @benchmark-budget
+            phase benchmark_ended
+            ;;
+        *)
+            if ((benchmarkDone == 0)) && [[ -z $earlyRole ]]; then
+                earlyRole=$role
+                earlyLog=$log
+            fi
+            ;;
+    esac
     if [[ $currentRole != DRAIN ]]; then
         currentRole=DRAIN
+        phase drain
         start_timer "$drainTimeout"
     fi
 done
@@ -351,5 +506,4 @@ stop_timer
 # The benchmark's numbers belong in the job's own output, next to the verdict.
 printf 'launch-gen: benchmark result (%s):\n' "$jobWorkspace/benchmark.log"
 tail -n 25 -- "$jobWorkspace/benchmark.log" || true
-printf 'verdict: PASS\n'
-exit 0
+verdict 0

@@ -43,9 +43,63 @@ node slices (7 nodes given):
   DISAGG_SERVER  node01 (--overlap)
   BENCHMARK      node01 (--overlap)
   unused         node07
+
+budgets (a role that overruns one fails the job, naming it):
+  servers ready    3600 s  default: slurm_run's cross-node rank barrier waits 3600 s for every rank
+  benchmark        7200 s  default: the perf test's DEFAULT_TIMEOUT, 7200 s, bounds its waits for the servers and the status file
+  stall             600 s  default: later instances wait 600 s for the first instance's config before they give up
+  drain             120 s  default: launch-gen's own drain window; the reference has none (its servers wait for the status file)
+  ready line     /Uvicorn running on|Application startup complete/  default: uvicorn's start-up lines (trtllm-serve runs on uvicorn)
 "
     );
     assert_eq!(run.stdout, expected);
+}
+
+#[test]
+fn explain_shows_where_each_budget_comes_from() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    write_files(
+        dir.path(),
+        &[(
+            "cfg.yaml",
+            "hardware: {gpus_per_node: 4, num_ctx_servers: 1, num_gen_servers: 1}\n\
+             budgets: {servers_ready: 1800, stall: 300}\n",
+        )],
+    );
+    let run = launch_gen(
+        dir.path(),
+        [
+            "--config-yaml",
+            "cfg.yaml",
+            "--explain",
+            "--stall-timeout",
+            "60",
+        ],
+    );
+    assert_eq!((run.code, run.stderr.as_str()), (0, ""));
+    for line in [
+        "  servers ready    1800 s  from config `budgets.servers_ready`",
+        "  stall              60 s  from --stall-timeout",
+        "  drain             120 s  default: ",
+    ] {
+        assert!(run.stdout.contains(line), "{line}\n{}", run.stdout);
+    }
+    // A bad budget is bad input naming its key; compatibility mode ignores the section.
+    write_files(
+        dir.path(),
+        &[(
+            "bad.yaml",
+            "hardware: {gpus_per_node: 4, num_ctx_servers: 1, num_gen_servers: 1}\nbudgets: {stall: 0}\n",
+        )],
+    );
+    let run = launch_gen(dir.path(), ["--config-yaml", "bad.yaml", "--explain"]);
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    assert!(
+        run.stderr
+            .contains("key `budgets.stall`: expected a positive whole number of seconds"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]

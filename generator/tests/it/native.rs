@@ -90,7 +90,9 @@ fn real_configs_render_as_expected_and_pass_shellcheck() {
             ],
         );
         check_shell(&dir.path().join("launch.sh"));
-        let shown = generated_part(&script).replace(&dir.path().display().to_string(), "[TMP]");
+        let shown = generated_part(&script)
+            .replace(&dir.path().display().to_string(), "[TMP]")
+            .replace(env!("CARGO_BIN_EXE_launch-gen"), "[LAUNCH-GEN]");
         insta::assert_snapshot!(format!("ci-{name}"), shown);
 
         // Standalone: a generated header, plain srun, the precheck.
@@ -109,7 +111,9 @@ fn real_configs_render_as_expected_and_pass_shellcheck() {
             ],
         );
         check_shell(&dir.path().join("launch.sh"));
-        let shown = generated_part(&script).replace(&dir.path().display().to_string(), "[TMP]");
+        let shown = generated_part(&script)
+            .replace(&dir.path().display().to_string(), "[TMP]")
+            .replace(env!("CARGO_BIN_EXE_launch-gen"), "[LAUNCH-GEN]");
         insta::assert_snapshot!(format!("standalone-{name}"), shown);
     }
 }
@@ -391,6 +395,19 @@ const FAKE_RANK_LAUNCH: &str = r#"#!/bin/bash
 role=${DISAGG_SERVING_TYPE:-NONE}
 printf 'role=%s cmd=%s\n' "$role" "${pytestCommand:-}"
 if [[ ${1:-} == -- ]]; then shift; exec "$@"; fi
+# Ready at once, as the real rank-launch records it in the summary of rank 0.
+summary='' ready=0
+while (($#)); do
+    case $1 in
+        --summary-json) summary=$2; shift ;;
+        --ready-timeout) ready=1 ;;
+    esac
+    shift
+done
+if [[ -n $summary && $ready == 1 && ${FAKE_NOT_READY:-} != "$role" ]]; then
+    file=${summary//%R/$role}
+    printf '{"rank":0,"role":"%s","phase":"serving","ready_unix_us":%s}\n' "$role" "${EPOCHREALTIME/./}" >"${file//%r/0}"
+fi
 if [[ ${FAKE_FAIL:-} == "$role":* ]]; then sleep 0.2; exit "${FAKE_FAIL#*:}"; fi
 if [[ ${FAKE_LATE:-} == "$role":* ]]; then sleep 1; exit "${FAKE_LATE#*:}"; fi
 if [[ ${FAKE_LOST:-} == "$role" ]]; then sleep 0.2; echo "srun: error: Node failure on n4" >&2; exit 0; fi
@@ -549,11 +566,15 @@ fn a_passing_job_slices_nodes_runs_every_step_and_says_pass() {
          --mpi=pmix --kill-on-bad-exit=1 -N 2 -w n1,n2 --ntasks=8 --ntasks-per-node=4 true\n\
          --mpi=pmix --kill-on-bad-exit=1 -N 1 -w n3 --ntasks=1 --ntasks-per-node=1 true\n\
          --mpi=pmix --kill-on-bad-exit=1 -N 1 -w n4 --ntasks=1 --ntasks-per-node=1 true\n\
-         --mpi=pmix --kill-on-bad-exit=1 -N 2 -w n1,n2 --ntasks=8 --ntasks-per-node=4 {rank_launch} --label\n\
-         --mpi=pmix --kill-on-bad-exit=1 -N 1 -w n3 --ntasks=1 --ntasks-per-node=1 {rank_launch} --label\n\
-         --mpi=pmix --kill-on-bad-exit=1 -N 1 -w n4 --ntasks=1 --ntasks-per-node=1 {rank_launch} --label\n\
-         --kill-on-bad-exit=1 --overlap -N 1 --ntasks=1 -w n1 {rank_launch} --label\n\
-         --kill-on-bad-exit=1 --overlap -N 1 --ntasks=1 -w n1 {rank_launch} --label\n"
+         --mpi=pmix --kill-on-bad-exit=1 -N 2 -w n1,n2 --ntasks=8 --ntasks-per-node=4 {rank_launch} --label {summary} {server} {stall} --stall-probe stopped\n\
+         --mpi=pmix --kill-on-bad-exit=1 -N 1 -w n3 --ntasks=1 --ntasks-per-node=1 {rank_launch} --label {summary} {server} {stall} --stall-probe stopped\n\
+         --mpi=pmix --kill-on-bad-exit=1 -N 1 -w n4 --ntasks=1 --ntasks-per-node=1 {rank_launch} --label {summary} {server} {stall} --stall-probe stopped\n\
+         --kill-on-bad-exit=1 --overlap -N 1 --ntasks=1 -w n1 {rank_launch} --label {summary} {server}\n\
+         --kill-on-bad-exit=1 --overlap -N 1 --ntasks=1 -w n1 {rank_launch} --label {summary} {stall}\n",
+        summary = format!("--summary-json {}", cluster.log("ranks/%R.%r.json")),
+        server =
+            "--ready-timeout 3600s --ready-line Uvicorn running on|Application startup complete",
+        stall = "--stall-timeout 600s",
     );
     // Steps started together may log in any order: compare sorted lines.
     let sorted = |text: &str| {
@@ -589,10 +610,7 @@ fn a_passing_job_slices_nodes_runs_every_step_and_says_pass() {
 fn the_first_failure_stops_the_rest_and_names_role_code_and_log() {
     let cluster = FakeCluster::new();
     let failed = |role: &str, detail: &str, log: &str| {
-        format!(
-            "verdict: FAIL ({role}: {detail}, log {})\n",
-            cluster.log(log)
-        )
+        format!("verdict: FAIL ({role}: {detail}; log {log})")
     };
     let cases = [
         (
@@ -649,16 +667,44 @@ fn the_first_failure_stops_the_rest_and_names_role_code_and_log() {
         (
             vec![("FAKE_NODES", "n1,n2")],
             1,
-            "verdict: FAIL (SETUP: the plan needs 4 nodes, the allocation has 2)\n".to_owned(),
+            "verdict: FAIL (SETUP: the plan needs 4 nodes, the allocation has 2)".to_owned(),
+        ),
+        // A server that never gets ready: the readiness gate holds the benchmark back, the
+        // server's own deadline (here: the fake's exit 75) fails the job.
+        (
+            vec![("FAKE_NOT_READY", "CTX_0"), ("FAKE_LATE", "CTX_0:75")],
+            75,
+            failed("CTX_0", "exit 75", "ctx_server_0.log"),
         ),
     ];
     for (env, code, verdict) in cases {
         let outcome = cluster.run(&[], &env, None);
         assert_eq!(
-            (outcome.code, outcome.stdout.as_str()),
+            (outcome.code, outcome.stdout.lines().last().unwrap_or("")),
             (code, verdict.as_str()),
-            "env {env:?}"
+            "env {env:?}: {}",
+            outcome.stdout
         );
+        // The evidence comes first: the failed role's log tail.
+        let role = verdict["verdict: FAIL (".len()..]
+            .split(':')
+            .next()
+            .unwrap_or("");
+        if role != "SETUP" {
+            assert!(
+                outcome
+                    .stdout
+                    .contains(&format!("launch-gen: evidence for {role} (")),
+                "env {env:?}: {}",
+                outcome.stdout
+            );
+        }
+        let workspace = cluster.path("work space");
+        if role != "SETUP" {
+            for file in ["verdict.json", "junit.xml", "steps.jsonl", "phases.jsonl"] {
+                assert!(workspace.join(file).is_file(), "env {env:?}: {file}");
+            }
+        }
         assert!(
             outcome.elapsed < Duration::from_secs(8),
             "env {env:?}: took {:?}",
@@ -684,8 +730,13 @@ fn term_stops_every_step_and_a_stubborn_one_is_killed() {
         Some("benchmark.log"),
     );
     assert_eq!(
-        (outcome.code, outcome.stdout.as_str()),
-        (143, "verdict: FAIL (BENCHMARK: terminated)\n")
+        (outcome.code, outcome.stdout.lines().last().unwrap_or("")),
+        (
+            143,
+            "verdict: FAIL (BENCHMARK: terminated; log benchmark.log)"
+        ),
+        "{}",
+        outcome.stdout
     );
     assert!(
         outcome.elapsed < Duration::from_secs(3),
@@ -695,13 +746,14 @@ fn term_stops_every_step_and_a_stubborn_one_is_killed() {
 
     // Servers that ignore TERM are killed `--stop-timeout` (1 s) after the drain timed out.
     let outcome = cluster.run(&[], &[("FAKE_STUBBORN", "1")], None);
-    let verdict = format!(
-        "verdict: FAIL (GEN_0: still running 1 s after BENCHMARK passed, log {})\n",
-        cluster.log("gen_server_0.log")
-    );
     assert_eq!(
-        (outcome.code, outcome.stdout.as_str()),
-        (1, verdict.as_str())
+        (outcome.code, outcome.stdout.lines().last().unwrap_or("")),
+        (
+            1,
+            "verdict: FAIL (GEN_0: still running 1 s after BENCHMARK passed; log gen_server_0.log)"
+        ),
+        "{}",
+        outcome.stdout
     );
     assert!(
         outcome.elapsed < Duration::from_secs(6),
