@@ -13,8 +13,9 @@
 //! - Workers wait for commands with `MPI_Iprobe` and a short sleep ([`IDLE_POLL`]): a blocking
 //!   broadcast would spin a core per idle rank (Open MPI busy-polls), and these machines are
 //!   oversubscribed.
-//! - Fault injection: `SHIM_FAIL_RANK=<ROLE>:<rank>` ([`fault_for`]) makes that worker abort
-//!   right after its first task; `SHIM_HANG=<ROLE>:<rank>:freeze` ([`crate::hang`]) makes it
+//! - Fault injection: `SHIM_FAIL_RANK=<ROLE>:<rank>[:<task>]` ([`fault_for`]) makes that worker
+//!   abort right after that task (default the first: the server's world check at start; 2: the
+//!   first request's); `SHIM_HANG=<ROLE>:<rank>:freeze` ([`crate::hang`]) makes it
 //!   stop itself with `SIGSTOP` there instead, so the leader waits in the next collective until
 //!   the worker gets a `SIGCONT` (or `SHIM_HANG_LIMIT` passes, and it fails).
 //! - Stop (from an authenticated `--action stop` client, or `SIGTERM` to the leader): the
@@ -52,23 +53,34 @@ const CMD_STOP: i32 = 2;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
     None,
-    /// Abort right after taking part in the first task.
-    AbortAfterFirstTask,
+    /// Abort right after taking part in this task (1: the first, the server's world check at
+    /// start; 2: the first request's).
+    AbortAfterTask(u64),
 }
 
-/// Parses `SHIM_FAIL_RANK=<ROLE>:<rank>` and says whether it names this worker.
+/// Parses `SHIM_FAIL_RANK=<ROLE>:<rank>[:<task>]` (task 1 when left out) and says whether it
+/// names this worker.
 pub fn fault_for(spec: Option<&str>, role: Option<&str>, rank: i32) -> Result<Fault, String> {
     let Some(spec) = spec.filter(|s| !s.trim().is_empty()) else {
         return Ok(Fault::None);
     };
-    let bad = || format!("`SHIM_FAIL_RANK` is `{spec}`: expected `<ROLE>:<rank>`, e.g. `GEN_0:1`");
-    let (want_role, want_rank) = spec.trim().rsplit_once(':').ok_or_else(bad)?;
-    let want_rank: i32 = want_rank.parse().map_err(|_| bad())?;
-    if want_role.is_empty() {
+    let bad = || {
+        format!(
+            "`SHIM_FAIL_RANK` is `{spec}`: expected `<ROLE>:<rank>[:<task>]`, e.g. `GEN_0:1` or `GEN_0:1:2`"
+        )
+    };
+    let mut parts = spec.trim().split(':');
+    let want_role = parts.next().filter(|r| !r.is_empty()).ok_or_else(bad)?;
+    let want_rank: i32 = parts.next().ok_or_else(bad)?.parse().map_err(|_| bad())?;
+    let task: u64 = match parts.next() {
+        None => 1,
+        Some(t) => t.parse().ok().filter(|&t| t > 0).ok_or_else(bad)?,
+    };
+    if parts.next().is_some() {
         return Err(bad());
     }
     Ok(if Some(want_role) == role && want_rank == rank {
-        Fault::AbortAfterFirstTask
+        Fault::AbortAfterTask(task)
     } else {
         Fault::None
     })
@@ -97,7 +109,7 @@ pub fn run_worker(
                 let mut sum = 0i64;
                 world.all_reduce_into(&mine, &mut sum, SystemOperation::sum());
                 tasks += 1;
-                if fault == Fault::AbortAfterFirstTask && tasks == 1 {
+                if fault == Fault::AbortAfterTask(tasks) {
                     say!(
                         "fault injection (SHIM_FAIL_RANK): aborting after task {}",
                         cmd[1]
@@ -323,12 +335,23 @@ mod tests {
         assert_eq!(f(None, Some("GEN_0"), 1), Ok(Fault::None));
         assert_eq!(
             f(Some("GEN_0:1"), Some("GEN_0"), 1),
-            Ok(Fault::AbortAfterFirstTask)
+            Ok(Fault::AbortAfterTask(1))
+        );
+        assert_eq!(
+            f(Some("GEN_0:1:2"), Some("GEN_0"), 1),
+            Ok(Fault::AbortAfterTask(2))
         );
         assert_eq!(f(Some("GEN_0:1"), Some("GEN_0"), 2), Ok(Fault::None));
         assert_eq!(f(Some("GEN_0:1"), Some("CTX_0"), 1), Ok(Fault::None));
         assert_eq!(f(Some("GEN_0:1"), None, 1), Ok(Fault::None));
-        for bad in ["GEN_0", "GEN_0:x", ":1"] {
+        for bad in [
+            "GEN_0",
+            "GEN_0:x",
+            ":1",
+            "GEN_0:1:0",
+            "GEN_0:1:x",
+            "GEN_0:1:2:3",
+        ] {
             let err = f(Some(bad), Some("GEN_0"), 1).unwrap_err();
             assert!(err.contains("SHIM_FAIL_RANK"), "{err}");
         }

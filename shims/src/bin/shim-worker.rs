@@ -2,8 +2,9 @@
 //! to stop. Stand-in for `tensorrt_llm.llmapi.mgmn_worker_node`. Idle workers sleep between
 //! probes instead of spinning in a blocking collective.
 //!
-//! Fault injection: `SHIM_FAIL_RANK=<ROLE>:<rank>` makes the worker whose
-//! `DISAGG_SERVING_TYPE` is ROLE and whose MPI rank is rank abort after its first task;
+//! Fault injection: `SHIM_FAIL_RANK=<ROLE>:<rank>[:<task>]` makes the worker whose
+//! `DISAGG_SERVING_TYPE` is ROLE and whose MPI rank is rank abort after that task (default the
+//! first, the server's world check);
 //! `SHIM_HANG=<ROLE>:<rank>:freeze` makes it stop itself (`SIGSTOP`) there instead, until a
 //! `SIGCONT` or `SHIM_HANG_LIMIT` seconds (default 3600, then exit 1). See `shims::hang`.
 
@@ -21,7 +22,7 @@ fn main() -> ExitCode {
     {
         print!(
             "shim-worker: MPI worker stand-in (ranks 1..N-1); serves the leader's tasks until stop.\n\
-             SHIM_FAIL_RANK=<ROLE>:<rank> aborts that worker after its first task.\n\
+             SHIM_FAIL_RANK=<ROLE>:<rank>[:<task>] aborts that worker after that task (default 1).\n\
              SHIM_HANG=<ROLE>:<rank>:freeze stops that worker (SIGSTOP) after its first task, until\n\
              a SIGCONT or SHIM_HANG_LIMIT seconds (default 3600; then exit 1). ROLE is\n\
              DISAGG_SERVING_TYPE, rank the MPI rank (1 or more). A bad value exits 2.\n"
