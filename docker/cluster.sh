@@ -8,7 +8,7 @@
 #   cluster.sh down [--images]       stop and remove what this script created (and the image)
 #   cluster.sh status                containers, nodes, jobs
 #   cluster.sh logs [SERVICE...]     the daemons' logs (munged, slurmctld, slurmd)
-#   cluster.sh demo [--fail-rank ROLE:RANK] [--keep] [--bin-dir DIR] [--config NAME.yaml]
+#   cluster.sh demo [--fail-rank ROLE:RANK | --hang ROLE[:RANK]:MODE] [--keep] [--bin-dir DIR] [--config NAME.yaml]
 #                                    the multi-node demo job (docker/demo.yaml); last line
 #                                    `verdict: PASS` or `verdict: FAIL (...)`, exit code 0 or 1
 #   cluster.sh exec NODE [CMD...]    run CMD (default bash) in container NODE (c0, n1..n4)
@@ -233,11 +233,13 @@ cmd_exec() {
 }
 
 cmd_demo() {
-  local fail_rank='' keep=0 bin='' config=demo.yaml
+  local fail_rank='' hang='' keep=0 bin='' config=demo.yaml
   while (($#)); do
     case $1 in
       --fail-rank) fail_rank=${2:-}; shift 2 || { usage >&2; exit 2; } ;;
       --fail-rank=*) fail_rank=${1#*=}; shift ;;
+      --hang) hang=${2:-}; shift 2 || { usage >&2; exit 2; } ;;
+      --hang=*) hang=${1#*=}; shift ;;
       --keep) keep=1; shift ;;
       --bin-dir) bin=${2:-}; shift 2 || { usage >&2; exit 2; } ;;
       --config) config=${2:-}; shift 2 || { usage >&2; exit 2; } ;;
@@ -245,6 +247,10 @@ cmd_demo() {
       *) echo "cluster.sh: demo: unknown option \`$1\`" >&2; usage >&2; exit 2 ;;
     esac
   done
+  if [[ -n $hang && ! $hang =~ ^(GEN_[0-9]+|CTX_[0-9]+|DISAGG_SERVER|BENCHMARK)(:[0-9]+)?:(not-ready|wedged|stall|freeze)$ ]]; then
+    echo "cluster.sh: --hang takes ROLE[:RANK]:MODE (MODE: not-ready, wedged, stall, freeze), got \`$hang\`" >&2
+    exit 2
+  fi
   if [[ -n $fail_rank && ! $fail_rank =~ ^(GEN|CTX)_[0-9]+:[0-9]+$ ]]; then
     echo "cluster.sh: --fail-rank takes ROLE:RANK such as GEN_0:3, got \`$fail_rank\`" >&2
     exit 2
@@ -292,6 +298,7 @@ cmd_demo() {
 
   local env=(-e "DEMO_CONFIG=$config") rc=0
   [[ -n $fail_rank ]] && env+=(-e "SHIM_FAIL_RANK=$fail_rank")
+  [[ -n $hang ]] && env+=(-e "SHIM_HANG=$hang")
   ((keep)) && env+=(-e DEMO_KEEP=1)
   docker exec "${env[@]}" rank-launch-c0 /opt/rank-launch/docker/job.sh || rc=$?
   return "$rc"

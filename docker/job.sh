@@ -44,14 +44,21 @@ export RANK_LAUNCH_LEADER_CMD=shim-leader
 export RANK_LAUNCH_WORKER_CMD=shim-worker
 export RANK_LAUNCH_LEADER_STOP_CMD='shim-leader --action stop'
 export RANK_LAUNCH_GRACE_PERIOD=5s
-export RANK_LAUNCH_SUMMARY_JSON="$work/job/summary.%R.%r.json"
 export SHIM_TIMEOUT=60
 [[ -n ${SHIM_FAIL_RANK:-} ]] || unset SHIM_FAIL_RANK
+budgets=()
+if [[ -n ${SHIM_HANG:-} ]]; then
+  # One stand-in hangs on purpose (see scripts/demo --hang): short budgets end the job.
+  export SHIM_HANG_LIMIT=300 SHIM_PROXY_TIMEOUT=300 SHIM_SLOW_AFTER=5
+  budgets=(--ready-timeout 20 --stall-timeout 15 --benchmark-timeout 120 --drain-timeout 30 --cause-window 3)
+else
+  unset SHIM_HANG
+fi
 
 say "rendering the launch script (launch-gen, native mode)"
 launch-gen --config-yaml "$config" --command shim-role --workspace "$work/job" \
-  --precheck --launch-sh "$work/launch.sh"
-launch-gen --config-yaml "$config" --explain --nodelist "$(sinfo -h -p debug -o %N)"
+  --precheck "${budgets[@]}" --launch-sh "$work/launch.sh"
+launch-gen --config-yaml "$config" "${budgets[@]}" --explain --nodelist "$(sinfo -h -p debug -o %N)"
 
 say "submitting"
 job=$(sbatch --parsable --no-kill --job-name=rank-launch-demo --time=10 --chdir="$work" \
@@ -85,7 +92,7 @@ exit_code=$(scontrol show job "$job" 2>/dev/null | sed -n 's/.* ExitCode=\([0-9:
 echo
 say "job $job: $state (exit code ${exit_code:-?})"
 printf '%-14s %-6s %-8s %-8s %-10s %s\n' role rank host node exit_code seconds
-for f in "$work"/job/summary.*.json; do
+for f in "$work"/job/ranks/*.json; do
   [[ -e $f ]] || continue
   field() { sed -n "s/^  \"$1\": \"\{0,1\}\([^\",]*\)\"\{0,1\},\{0,1\}$/\1/p" "$f"; }
   ms=$(field duration_ms)

@@ -441,8 +441,10 @@ fn break_mid_job(
 fn assert_failed_naming(out: &Output, took: Duration, role: &str, limit: Duration) {
     let text = all(out);
     assert_eq!(out.code, Some(1), "{text}");
+    let line = last_line(&out.stdout);
     assert!(
-        last_line(&out.stdout).starts_with(&format!("verdict: FAIL ({role}: ")),
+        line.starts_with(&format!("verdict: FAIL ({role}: "))
+            || line.starts_with(&format!("verdict: FAIL ({role} rank ")),
         "the verdict names {role}: {text}"
     );
     assert!(out.stdout.contains(": FAILED (exit code"), "{text}");
@@ -500,6 +502,38 @@ fn node_lost(test: &str, node: &str, role: &str) {
     assert_eq!(state.trim(), "idle", "{node} back in service");
 }
 
+/// A worker rank on another host than its leader freezes (SIGSTOP) while the leader waits in
+/// the collective: the rank's own rank-launch sees it stopped and ends the step after the stall
+/// budget (15 s), and the verdict names the rank and its host.
+#[test]
+fn a_frozen_worker_on_another_host_is_named_after_the_stall_budget() {
+    let Some(cluster) =
+        Docker::start("a_frozen_worker_on_another_host_is_named_after_the_stall_budget")
+    else {
+        return;
+    };
+    let started = Instant::now();
+    let out = finish(cluster.demo(&["--hang", "GEN_0:2:freeze"]));
+    let text = all(&out);
+    eprintln!("{}", out.stdout);
+    assert_eq!(out.code, Some(1), "{text}");
+    let line = last_line(&out.stdout);
+    assert!(
+        line.starts_with("verdict: FAIL (GEN_0 rank 2 on n2: no progress for 15 s"),
+        "{text}"
+    );
+    assert!(line.contains("stopped"), "{text}");
+    assert!(
+        out.stdout.contains("launch-gen: evidence for GEN_0"),
+        "{text}"
+    );
+    eprintln!(
+        "the hung demo ended {:.1} s after its start",
+        started.elapsed().as_secs_f64()
+    );
+    cluster.assert_nothing_left(&NODES);
+}
+
 #[test]
 fn job_fails_when_a_node_is_lost() {
     // n2 holds half of GEN_0: its srun step loses two ranks at once, and kills the other two.
@@ -552,7 +586,7 @@ fn scancel_terms_every_rank_on_every_node() {
     let mut late = Vec::new();
     for (role, ranks) in ROLES {
         for rank in 0..ranks {
-            let summary = format!("{work}/job/summary.{role}.{rank}.json");
+            let summary = format!("{work}/job/ranks/{role}.{rank}.json");
             let stat = cluster.exec("c0", &["stat", "-c", "%.3Y", &summary]);
             assert_eq!(
                 stat.code,

@@ -1,5 +1,6 @@
 //! The whole flow on a real Slurm cluster: `srun --mpi=pmix rank-check`, and the demo job
-//! (`scripts/demo`, the README's main command) passing and failing fast.
+//! (`scripts/demo`, the README's main command) passing; its failing and hanging cases are in
+//! `hang.rs`.
 
 use std::process::Command;
 use std::time::Duration;
@@ -61,13 +62,13 @@ fn demo_job_passes_with_every_role_on_its_nodes() {
         out.stdout.to_lowercase().contains("throughput"),
         "benchmark numbers in the output: {all}"
     );
-    // The per-role table: role rank node exit_code seconds.
+    // The per-role table: role rank node exit_code ended_in seconds.
     let rows: Vec<Vec<&str>> = out
         .stdout
         .lines()
         .map(|l| l.split_whitespace().collect::<Vec<_>>())
         .filter(|f| {
-            f.len() == 5 && ["GEN_0", "CTX_0", "DISAGG_SERVER", "BENCHMARK"].contains(&f[0])
+            f.len() == 6 && ["GEN_0", "CTX_0", "DISAGG_SERVER", "BENCHMARK"].contains(&f[0])
         })
         .collect();
     let count = |role: &str| rows.iter().filter(|r| r[0] == role).count();
@@ -97,24 +98,6 @@ fn demo_job_passes_with_every_role_on_its_nodes() {
             "{role} not on {node}: {all}"
         );
     }
-}
-
-#[test]
-fn demo_job_fails_fast_when_a_gen_rank_crashes() {
-    let out = demo(&["--fail-rank", "GEN_0:1"]);
-    let all = format!("stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
-    assert_eq!(out.code, Some(1), "{all}");
-    assert!(
-        last_line(&out.stdout).starts_with("verdict: FAIL (GEN_0"),
-        "{all}"
-    );
-    // Cluster start, the job and the teardown, well under a minute; the reference waits for the
-    // job's time limit.
-    assert!(
-        out.took < Duration::from_secs(60),
-        "took {:?}: {all}",
-        out.took
-    );
 }
 
 /// `scancel` of a running step: every rank gets TERM through Slurm, rank-launch forwards it,
