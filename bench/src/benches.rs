@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::proc::{Runner, ensure_ok, kill, session_members, unix_us_now, wait_for_file};
+use crate::proc::{
+    Runner, ensure_code, ensure_ok, kill, session_members, unix_us_now, wait_for_file,
+};
 use crate::report::{Reference, Row, Target};
 use crate::stats::Summary;
 
@@ -26,6 +28,7 @@ pub struct Config {
     pub gate_reps: usize,
     pub gate_ns: Vec<usize>,
     pub shutdown_reps: usize,
+    pub hang_reps: usize,
     pub grace: Duration,
     pub task_secs: f64,
     pub configs_dir: PathBuf,
@@ -951,6 +954,205 @@ fn stop_helper_300ms(cx: &Ctx) -> anyhow::Result<Row> {
         "task, then the helper, then the leader's end, run by the harness",
         times(&s[1]),
     ))
+}
+
+/// The budget of every hang figure: rank-launch's `--stall-timeout` / `--ready-timeout`, and
+/// `timeout`'s duration beside it, in s.
+const HANG_BUDGET_S: u64 = 1;
+
+/// How often rank-launch looks at the process tree for `--stall-probe stopped`, in ms: a stop
+/// is seen up to this late.
+const STOPPED_LOOK_MS: u64 = 1000;
+
+/// The grace period of the stopped-task figure, in s: long enough to see whether it is spent.
+const STOPPED_GRACE_S: u64 = 5;
+
+/// How long one hang run may take before it is killed and the group fails.
+const HANG_LIMIT: Duration = Duration::from_secs(30);
+
+/// One run of a task that hangs under a deadline: started in its own session, reaped (killed,
+/// and an error, after [`HANG_LIMIT`]), its exit code checked, then its session checked empty
+/// (what the verdict stopped is gone). Returns the wall time from spawn to reap in ms, and the
+/// moment of the reap in µs since the epoch.
+fn verdict_run(
+    cx: &Ctx,
+    prog: &[String],
+    env: &[(&str, String)],
+    code: i32,
+) -> anyhow::Result<(f64, i64)> {
+    let what = prog.join(" ");
+    let start = Instant::now();
+    let pid = cx.run.spawn(&mut cx.run.cmd_session(prog, env))?;
+    let end = cx.run.wait_within(pid, HANG_LIMIT, true)?;
+    let wall = start.elapsed();
+    let reaped = unix_us_now();
+    ensure_code(&end, code, &what)?;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while session_members(pid) > 0 {
+        if Instant::now() > deadline {
+            kill(-pid, libc::SIGKILL);
+            bail!("processes of `{what}`'s session outlived it by 2 s");
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Ok((wall.as_secs_f64() * 1e3, reaped))
+}
+
+/// A `date +%s%N` stamp, in µs since the epoch.
+fn stamp_us(path: &Path) -> anyhow::Result<i64> {
+    let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let ns: i64 = text
+        .trim()
+        .parse()
+        .with_context(|| format!("stamp `{}` in {}", text.trim(), path.display()))?;
+    Ok(ns / 1000)
+}
+
+/// Hang → verdict: how long after a task's last sign of life (or its start, when it never gets
+/// ready) rank-launch's deadline has ended the rank, against the budget, with GNU `timeout`
+/// given the same budget beside it.
+pub fn hang(cx: &Ctx) -> anyhow::Result<Vec<Row>> {
+    let rl = cx.rl();
+    let (reps, warm) = (cx.cfg.hang_reps, cx.cfg.warmup.min(1));
+    let budget = format!("{HANG_BUDGET_S}s");
+    let budget_ms = (HANG_BUDGET_S * 1000) as f64;
+    let env = [("RANK_LAUNCH_LOG", "error".to_string())];
+    let mut rows = Vec::new();
+
+    // A line, then silence: the stamp is taken just after the last output.
+    let silent = r#"echo serving; date +%s%N > "$0"; exec sleep 60"#;
+    let launched = || -> anyhow::Result<Sample> {
+        let stamp = cx.fresh("stall")?.join("stamp");
+        let prog = argv(&[
+            &rl,
+            "--grace-period",
+            "1s",
+            "--stall-timeout",
+            &budget,
+            "--",
+            "sh",
+            "-c",
+            silent,
+            &path_str(&stamp),
+        ]);
+        let (_, reaped) = verdict_run(cx, &prog, &env, 76)?;
+        Ok(((reaped - stamp_us(&stamp)?) as f64 / 1e3, 0.0))
+    };
+    let timeout = || -> anyhow::Result<Sample> {
+        let stamp = cx.fresh("stallsh")?.join("stamp");
+        let prog = argv(&[
+            "timeout",
+            "-s",
+            "TERM",
+            &budget,
+            "sh",
+            "-c",
+            silent,
+            &path_str(&stamp),
+        ]);
+        Ok((verdict_run(cx, &prog, &[], 124)?.0, 0.0))
+    };
+    let s = alternate(reps, warm, &mut [Box::new(launched), Box::new(timeout)])?;
+    rows.push(row(
+        "hang.stall-output",
+        &format!(
+            "hang, task silent after a line: its last output → `rank-launch --stall-timeout {budget}` (probe `output`, grace 1 s) exited 76"
+        ),
+        "ms",
+        Target::Max(budget_ms + 100.0),
+        times(&s[0]),
+        &format!("`timeout -s TERM {budget}` around the same task, start → exit 124 (the budget itself)"),
+        times(&s[1]),
+    ));
+
+    let launched = || -> anyhow::Result<Sample> {
+        let prog = argv(&[
+            &rl,
+            "--grace-period",
+            "1s",
+            "--ready-timeout",
+            &budget,
+            "--ready-line",
+            "never printed",
+            "--",
+            "sleep",
+            "60",
+        ]);
+        Ok((verdict_run(cx, &prog, &env, 75)?.0, 0.0))
+    };
+    let timeout = || -> anyhow::Result<Sample> {
+        let prog = argv(&["timeout", "-s", "TERM", &budget, "sleep", "60"]);
+        Ok((verdict_run(cx, &prog, &[], 124)?.0, 0.0))
+    };
+    let s = alternate(reps, warm, &mut [Box::new(launched), Box::new(timeout)])?;
+    rows.push(row(
+        "hang.not-ready",
+        &format!(
+            "hang, task never ready: start → `rank-launch --ready-timeout {budget} --ready-line 'never printed' -- sleep 60` (grace 1 s) exited 75"
+        ),
+        "ms",
+        Target::Max(budget_ms + 100.0),
+        times(&s[0]),
+        &format!("`timeout -s TERM {budget} sleep 60`, start → exit 124 (the budget itself)"),
+        times(&s[1]),
+    ));
+
+    // The shell stamps, then stops itself: a TERM stays pending on it until a SIGCONT.
+    let stopping = r#"date +%s%N > "$0"; kill -STOP $$"#;
+    let grace = format!("{STOPPED_GRACE_S}s");
+    let launched = || -> anyhow::Result<Sample> {
+        let stamp = cx.fresh("stopped")?.join("stamp");
+        let prog = argv(&[
+            &rl,
+            "--grace-period",
+            &grace,
+            "--stall-timeout",
+            &budget,
+            "--stall-probe",
+            "stopped",
+            "--",
+            "sh",
+            "-c",
+            stopping,
+            &path_str(&stamp),
+        ]);
+        let (_, reaped) = verdict_run(cx, &prog, &env, 76)?;
+        Ok(((reaped - stamp_us(&stamp)?) as f64 / 1e3, 0.0))
+    };
+    // `--foreground`: GNU timeout otherwise follows its TERM with a SIGCONT, as rank-launch does.
+    let timeout = || -> anyhow::Result<Sample> {
+        let stamp = cx.fresh("stoppedsh")?.join("stamp");
+        let prog = argv(&[
+            "timeout",
+            "--foreground",
+            "-s",
+            "TERM",
+            "-k",
+            &grace,
+            &budget,
+            "sh",
+            "-c",
+            stopping,
+            &path_str(&stamp),
+        ]);
+        let (_, reaped) = verdict_run(cx, &prog, &[], 128 + libc::SIGKILL)?;
+        Ok(((reaped - stamp_us(&stamp)?) as f64 / 1e3, 0.0))
+    };
+    let s = alternate(reps, warm, &mut [Box::new(launched), Box::new(timeout)])?;
+    rows.push(row(
+        "hang.stopped",
+        &format!(
+            "hang, task stopped (SIGSTOP): the stop → `rank-launch --stall-timeout {budget} --stall-probe stopped` (grace {STOPPED_GRACE_S} s) exited 76; target: budget + the {STOPPED_LOOK_MS} ms look at the process tree + 200 ms. Its TERM is followed by a SIGCONT, so the stopped task ends at once instead of after the grace"
+        ),
+        "ms",
+        Target::Max(budget_ms + STOPPED_LOOK_MS as f64 + 200.0),
+        times(&s[0]),
+        &format!(
+            "`timeout --foreground -s TERM -k {grace} {budget}` around the same task, the stop → exit 137: a TERM alone stays pending on a stopped process, which costs the whole grace until the KILL (without `--foreground`, `timeout` too sends a SIGCONT after its TERM)"
+        ),
+        times(&s[1]),
+    ));
+    Ok(rows)
 }
 
 /// launch-gen on every config, compatibility and native mode: time and peak RSS.

@@ -24,6 +24,7 @@ const GROUPS: &[&str] = &[
     "fanout",
     "gate",
     "shutdown",
+    "hang",
     "generator",
 ];
 
@@ -40,7 +41,7 @@ struct Args {
     /// Where RESULTS.md and results.json go.
     #[arg(long, default_value = "bench")]
     out_dir: PathBuf,
-    /// Comma-separated groups to run (startup, memory, fanout, gate, shutdown, generator).
+    /// Comma-separated groups to run (startup, memory, fanout, gate, shutdown, hang, generator).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Repetitions of each start-up measurement (and of its baseline).
@@ -69,6 +70,9 @@ struct Args {
     /// Grace period of the SIGTERM benchmark, in ms.
     #[arg(long, default_value_t = 1000)]
     grace_ms: u64,
+    /// Repetitions of each hang measurement (each run lasts 1 to 6 s).
+    #[arg(long, default_value_t = 5)]
+    hang_reps: usize,
     /// How long the 8-rank task runs before it exits (the MPI world forms meanwhile), in s.
     #[arg(long, default_value_t = 1.5)]
     task_secs: f64,
@@ -137,6 +141,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
         gate_reps: args.gate_reps.max(1),
         gate_ns: args.gate_ns.clone(),
         shutdown_reps: args.shutdown_reps.max(1),
+        hang_reps: args.hang_reps.max(1),
         grace: Duration::from_millis(args.grace_ms),
         task_secs: args.task_secs,
         configs_dir: absolute(&args.configs_dir)?,
@@ -164,12 +169,13 @@ fn run(args: Args) -> anyhow::Result<bool> {
     let mut rows: Vec<Row> = Vec::new();
     let mut failures = Vec::new();
     type Bench = fn(&Ctx) -> anyhow::Result<Vec<Row>>;
-    let all: [(&str, Bench); 6] = [
+    let all: [(&str, Bench); 7] = [
         ("startup", benches::startup),
         ("memory", benches::memory),
         ("fanout", benches::fanout),
         ("gate", benches::gate),
         ("shutdown", benches::shutdown),
+        ("hang", benches::hang),
         ("generator", benches::generator),
     ];
     for (name, bench) in all {
@@ -377,6 +383,18 @@ variables set explicitly where a rank is simulated.
   (`trap '' TERM; exec sleep 30`) or honours it; once the task runs, TERM to `rank-launch`, and the
   time until it is reaped and no process of its session is left in `/proc`. Baseline: the task
   alone in its own session, TERM, then KILL to its group after the grace period from the harness.
+- **hang**: a task that hangs, under a deadline of 1 s, started in its own session; the time
+  until `rank-launch` is reaped, its exit code checked (75 not ready, 76 no progress) and its
+  session then checked empty; launcher logs at `error`. *Silent*: `sh -c 'echo serving; date
+  +%s%N > STAMP; exec sleep 60'` under `--stall-timeout 1s` (probe `output`), from the stamp
+  (just after the last output). *Never ready*: `sleep 60` under `--ready-timeout 1s --ready-line
+  'never printed'`, from the spawn. Baseline of both: GNU `timeout -s TERM 1s` around the same
+  task, from the spawn (exit 124): the budget itself plus process costs. *Stopped*: `sh -c 'date
+  +%s%N > STAMP; kill -STOP $$'` under `--stall-timeout 1s --stall-probe stopped --grace-period
+  5s`, from the stamp (just before the stop); rank-launch looks at the process tree once a
+  second, so up to 1 s more. Baseline: `timeout --foreground -s TERM -k 5s 1s` around it (exit
+  137), whose TERM stays pending on the stopped shell until the KILL after the grace; without
+  `--foreground`, GNU `timeout` sends a SIGCONT after its TERM, as rank-launch does.
 - **generator**: `launch-gen` on every config of the configs directory, compatibility mode with the
   golden case's `args` (from inside the case folder) and native mode (`--config-yaml --command
   --workspace --launch-sh`); baseline `cp config out`. Time, and peak RSS from a traced run.

@@ -45,6 +45,11 @@ impl Finished {
         libc::WIFEXITED(self.status) && libc::WEXITSTATUS(self.status) == 0
     }
 
+    /// The exit code, when the process exited (rather than died of a signal).
+    pub fn code(&self) -> Option<i32> {
+        libc::WIFEXITED(self.status).then(|| libc::WEXITSTATUS(self.status))
+    }
+
     pub fn describe(&self) -> String {
         if libc::WIFEXITED(self.status) {
             format!("exit {}", libc::WEXITSTATUS(self.status))
@@ -253,6 +258,17 @@ pub fn ensure_ok(end: &Finished, what: &str) -> anyhow::Result<()> {
     if !end.success() {
         bail!(
             "{what} ended with {} (rerun with --verbose to see its stderr)",
+            end.describe()
+        );
+    }
+    Ok(())
+}
+
+/// Fails unless the process exited with `code`.
+pub fn ensure_code(end: &Finished, code: i32, what: &str) -> anyhow::Result<()> {
+    if end.code() != Some(code) {
+        bail!(
+            "{what} ended with {}, not exit {code} (rerun with --verbose to see its stderr)",
             end.describe()
         );
     }
