@@ -49,6 +49,10 @@ Examples:
   # Render and submit; prints the job id.
   launch-gen --config-yaml cfg.yaml --command 'pytest' --launch-sh launch.sh --submit
 
+  # What a native script runs at its end, on the batch node (also by hand, on a workspace).
+  launch-gen verdict /lustre/ws --fail-role CTX_0 --fail-detail 'exit 75' --code 75
+  launch-gen await-ready /lustre/ws --roles GEN_0,CTX_0,DISAGG_SERVER --timeout 3630
+
 Notes:
   `gen_only` and `gen_only_no_context` modes run no context servers; the queue size of
   `gen_only` is the FIRST value of `benchmark.concurrency_list` (`512 1075` -> 512).";

@@ -233,7 +233,11 @@ pub fn json(decision: &Decision, logs: &Logs, redactor: &Redactor) -> String {
             cause: j.text(&blamed.cause.text),
             phase: j.opt(blamed.phase.as_deref()),
             deadline: j.deadline(rank.and_then(|rank| rank.deadline.as_ref())),
-            signal: j.signal(rank.and_then(|rank| rank.child_signal)),
+            // The signal that is the cause, not the TERM that ended a child after a deadline.
+            signal: j.signal(
+                rank.filter(|rank| rank.deadline.is_none())
+                    .and_then(|rank| rank.child_signal),
+            ),
             exit_code: rank.and_then(|rank| rank.exit_code).or(step_code),
             log: j.opt(blamed.log.as_deref()),
             first_error: blamed.log.as_deref().zip(first_error).map(|(log, found)| {
