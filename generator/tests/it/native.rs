@@ -679,45 +679,62 @@ fn the_first_failure_stops_the_rest_and_names_role_code_and_log() {
     ];
     for (env, code, verdict) in cases {
         let outcome = cluster.run(&[], &env, None);
-        assert_eq!(
-            (outcome.code, outcome.stdout.lines().last().unwrap_or("")),
-            (code, verdict.as_str()),
+        check_failure(&cluster, &env, code, &verdict, &outcome);
+    }
+    // The benchmark's own budget: it runs 30 s, the budget is 1 s.
+    let env = [("FAKE_BENCHMARK_SECONDS", "30")];
+    let outcome = cluster.run(&["--benchmark-timeout", "1"], &env, None);
+    let verdict = failed("BENCHMARK", "not done after 1 s", "benchmark.log");
+    check_failure(&cluster, &env, 1, &verdict, &outcome);
+}
+
+/// The job failed with `code` and the last line `verdict`, after the evidence, with its
+/// records written, quickly, its running steps stopped through Slurm.
+fn check_failure(
+    cluster: &FakeCluster,
+    env: &[(&str, &str)],
+    code: i32,
+    verdict: &str,
+    outcome: &Outcome,
+) {
+    assert_eq!(
+        (outcome.code, outcome.stdout.lines().last().unwrap_or("")),
+        (code, verdict),
+        "env {env:?}: {}",
+        outcome.stdout
+    );
+    // The evidence comes first: the failed role's log tail.
+    let role = verdict["verdict: FAIL (".len()..]
+        .split(':')
+        .next()
+        .unwrap_or("");
+    if role != "SETUP" {
+        assert!(
+            outcome
+                .stdout
+                .contains(&format!("launch-gen: evidence for {role} (")),
             "env {env:?}: {}",
             outcome.stdout
         );
-        // The evidence comes first: the failed role's log tail.
-        let role = verdict["verdict: FAIL (".len()..]
-            .split(':')
-            .next()
-            .unwrap_or("");
-        if role != "SETUP" {
-            assert!(
-                outcome
-                    .stdout
-                    .contains(&format!("launch-gen: evidence for {role} (")),
-                "env {env:?}: {}",
-                outcome.stdout
-            );
+    }
+    let workspace = cluster.path("work space");
+    if role != "SETUP" {
+        for file in ["verdict.json", "junit.xml", "steps.jsonl", "phases.jsonl"] {
+            assert!(workspace.join(file).is_file(), "env {env:?}: {file}");
         }
-        let workspace = cluster.path("work space");
-        if role != "SETUP" {
-            for file in ["verdict.json", "junit.xml", "steps.jsonl", "phases.jsonl"] {
-                assert!(workspace.join(file).is_file(), "env {env:?}: {file}");
-            }
-        }
+    }
+    assert!(
+        outcome.elapsed < Duration::from_secs(8),
+        "env {env:?}: took {:?}",
+        outcome.elapsed
+    );
+    // Running steps are stopped through Slurm, which signals their tasks.
+    if outcome.srun_log.contains("rank launch --label") && !verdict.contains("SETUP") {
         assert!(
-            outcome.elapsed < Duration::from_secs(8),
-            "env {env:?}: took {:?}",
-            outcome.elapsed
+            outcome.srun_log.contains("scancel --signal=TERM 42"),
+            "env {env:?}: {}",
+            outcome.srun_log
         );
-        // Running steps are stopped through Slurm, which signals their tasks.
-        if outcome.srun_log.contains("rank launch --label") && !verdict.contains("SETUP") {
-            assert!(
-                outcome.srun_log.contains("scancel --signal=TERM 42"),
-                "env {env:?}: {}",
-                outcome.srun_log
-            );
-        }
     }
 }
 
