@@ -36,9 +36,14 @@ pub const ERROR_MARKERS: &[&str] = &[
     "out of memory",
 ];
 
+/// Lines that carry an error marker but report the job's own stop, a consequence and never a
+/// cause: Slurm's notice that a step or job was cancelled (`scancel` stops the steps).
+pub const STOP_NOTICES: &[&str] = &["CANCELLED AT", "_step_signal: Terminating"];
+
 /// Whether `line` looks like an error.
 pub fn is_error_line(line: &str) -> bool {
     ERROR_MARKERS.iter().any(|marker| line.contains(marker))
+        && !STOP_NOTICES.iter().any(|notice| line.contains(notice))
 }
 
 static UNANSWERED: LazyLock<Regex> = LazyLock::new(|| {
@@ -68,11 +73,19 @@ pub fn strip_rank_prefix(line: &str) -> &str {
 static LEVEL_PREFIX: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"^(?i:warning|warn|error|info|notice|debug):\s*").expect("a valid regex")
 });
+/// A program's own bracketed line prefix (`[shim-role DISAGG_SERVER host=n1] `).
+static BRACKET_PREFIX: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^\[[^\]]*\]\s+").expect("a valid regex"));
 
-/// A router line as quoted in a verdict: without the rank label and a leading log level
-/// (`0: warning: CTX_0 ...` → `CTX_0 ...`), trailing blanks dropped.
+/// A router line as quoted in a verdict: without the rank label, a bracketed program prefix
+/// and a leading log level (`0: [router n1] warning: CTX_0 ...` → `CTX_0 ...`), trailing blanks
+/// dropped.
 pub fn router_words(line: &str) -> &str {
     let line = strip_rank_prefix(line);
+    let line = match BRACKET_PREFIX.find(line) {
+        Some(found) => &line[found.end()..],
+        None => line,
+    };
     let line = match LEVEL_PREFIX.find(line) {
         Some(found) => &line[found.end()..],
         None => line,
@@ -277,6 +290,10 @@ mod tests {
             ("0: no errors found", false),
             ("0: error_rate=0.0", false),
             (
+                "slurmstepd-n2: error: *** STEP 1.3 ON n2 CANCELLED AT 2026-12-02T06:10:33 ***",
+                false,
+            ),
+            (
                 "0: warning: CTX_0 (n3:4123) has not answered request 5 for 6 s",
                 false,
             ),
@@ -370,6 +387,12 @@ mod tests {
         assert_eq!(
             router_words("WARN: GEN_0 did not answer"),
             "GEN_0 did not answer"
+        );
+        assert_eq!(
+            router_words(
+                "0: [shim-role DISAGG_SERVER host=n1] warning: CTX_0 (n3:4123) has not answered"
+            ),
+            "CTX_0 (n3:4123) has not answered"
         );
         assert_eq!(
             router_words("request 7: no answer from GEN_1"),
