@@ -7,8 +7,8 @@
 //! ready: only with a ready probe), `serving` (ready, or started without a ready probe),
 //! `stopping` (ending: a deadline, a termination signal, or rank 0's task ended and the
 //! leader is being stopped), `ended`. `end_phase` is the phase the rank was in when its ending
-//! began. Every time is wall-clock microseconds since the Unix epoch (`*_unix_us`), the one
-//! clock of every file the job writes.
+//! began, `phase_since_unix_us` when the current phase began. Every time is wall-clock
+//! microseconds since the Unix epoch (`*_unix_us`), the one clock of every file the job writes.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -58,6 +58,8 @@ pub struct Summary {
     /// What does not change: rank, role, host, command, start.
     base: Map<String, Value>,
     phase: Phase,
+    /// When the current phase began.
+    phase_since: SystemTime,
     end_phase: Option<Phase>,
     ready_at: Option<SystemTime>,
     last_progress: Option<SystemTime>,
@@ -98,6 +100,7 @@ impl Summary {
             } else {
                 Phase::Starting
             },
+            phase_since: started_at,
             end_phase: None,
             ready_at: None,
             last_progress: None,
@@ -120,6 +123,7 @@ impl Summary {
             self.end_phase = Some(self.phase);
         }
         self.phase = phase;
+        self.phase_since = SystemTime::now();
         self.write_live();
     }
 
@@ -166,6 +170,7 @@ impl Summary {
             doc.insert(k.to_string(), v);
         };
         put("phase", json!(self.phase.as_str()));
+        put("phase_since_unix_us", json!(unix_us(self.phase_since)));
         put("end_phase", json!(self.end_phase.map(Phase::as_str)));
         put("ready_unix_us", json!(self.ready_at.map(unix_us)));
         put(
@@ -203,6 +208,7 @@ impl Summary {
             self.end_phase = Some(self.phase);
         }
         self.phase = Phase::Ended;
+        self.phase_since = SystemTime::now();
         let end_fields = |end: Option<ChildEnd>| match end {
             Some(ChildEnd::Exited(code)) => (json!(code), Value::Null),
             Some(ChildEnd::Signaled(signal)) => (Value::Null, json!(signal)),

@@ -58,6 +58,7 @@ fn a_ready_line_makes_the_rank_ready_and_the_child_keeps_its_code() {
     assert_eq!(s["phase"], "ended");
     assert_eq!(s["end_phase"], "serving");
     assert!(s["deadline"].is_null());
+    assert!(s["phase_since_unix_us"].as_u64() >= s["ready_unix_us"].as_u64());
 }
 
 #[test]
