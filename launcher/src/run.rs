@@ -340,7 +340,8 @@ impl Watcher {
             }
         }
         let expired = self.watch.on_tick(now)?;
-        tracing::error!(
+        // A warning: the one error line is the exit's, with the same reason.
+        tracing::warn!(
             deadline = expired.kind.as_str(),
             probe = %expired.probe,
             waited_s = expired.waited.as_secs_f64(),

@@ -315,3 +315,30 @@ fn the_live_summary_shows_the_phase_while_the_rank_runs() {
     );
     assert_eq!(s["exit_code"], 0);
 }
+
+#[test]
+fn a_deadline_gives_exactly_one_error_line() {
+    let dir = tempdir();
+    let child = script(dir.path(), "never.sh", "exec sleep 60");
+    let (status, r) = run(
+        &[
+            "--grace-period",
+            "1s",
+            "--ready-timeout",
+            "300ms",
+            "--ready-file",
+            dir.path().join("never").to_str().unwrap(),
+            "--",
+            child.to_str().unwrap(),
+        ],
+        &base_env(),
+    );
+    assert_eq!(status.code(), Some(75), "{}", r.stderr());
+    let text = r.stderr();
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains(" ERROR ")).collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    assert!(
+        lines[0].contains("not ready after 0.3 s (--ready-timeout 0.3 s, probe: file "),
+        "{text}"
+    );
+}
