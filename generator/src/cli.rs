@@ -53,6 +53,10 @@ Examples:
   launch-gen verdict /lustre/ws --fail-role CTX_0 --fail-detail 'exit 75' --code 75
   launch-gen await-ready /lustre/ws --roles GEN_0,CTX_0,DISAGG_SERVER --timeout 3630
 
+  # Where a job stands (from any node that sees its workspace), and its picture.
+  launch-gen status /lustre/ws [--json | --watch | --events]
+  launch-gen report /lustre/ws -o report.html --config cfg.yaml
+
 Notes:
   `gen_only` and `gen_only_no_context` modes run no context servers; the queue size of
   `gen_only` is the FIRST value of `benchmark.concurrency_list` (`512 1075` -> 512).";
@@ -232,10 +236,9 @@ pub fn main_impl() -> i32 {
 pub fn run_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {
     let args: Vec<OsString> = args.into_iter().collect();
     // The job commands run by the native script have their own parser (`crate::job::cli`).
-    if args
-        .get(1)
-        .is_some_and(|command| command == "verdict" || command == "await-ready")
-    {
+    if args.get(1).is_some_and(|command| {
+        ["verdict", "await-ready", "status", "report"].contains(&command.to_str().unwrap_or(""))
+    }) {
         return crate::job::cli::main(args);
     }
     let args = match Args::try_parse_from(args) {

@@ -13,7 +13,7 @@
 # Records: `steps.jsonl` (each step's start and end), `phases.jsonl` (the job's phases) and
 # `ranks/<ROLE>.<rank>.json` (each rank's summary), all with wall-clock microseconds; at the
 # end `launch-gen verdict` prints the evidence and the verdict and writes `verdict.json` and
-# `junit.xml`.
+# `junit.xml`, and `launch-gen report` writes `report.html`.
 # Requires bash 5.1 (`wait -n -p`).
 # ---------------------------------------------------------------------------------------------
 set -Eeuo pipefail
@@ -228,6 +228,18 @@ verdict() {
     phase verdict
     if ((haveLaunchGen)) && [[ -d $jobWorkspace ]]; then
         out=$("$launchGen" verdict "$jobWorkspace" "${args[@]}" --code "$code" --job-id "${SLURM_JOB_ID:-local}" 2>&1) || true
+        # The picture of the job, passing or failing: a timeline of every rank, the verdict,
+        # the plan and the failed roles' log tails.
+        # The plan comes from the config when the batch node can read it.
+        planArgs=()
+        if [[ -r $launchGenConfig ]]; then
+            planArgs=(--config "$launchGenConfig")
+        fi
+        if "$launchGen" report "$jobWorkspace" -o "$jobWorkspace/report.html" "${planArgs[@]}" >/dev/null 2>&1; then
+            note "report: $jobWorkspace/report.html"
+        else
+            note "could not write the report $jobWorkspace/report.html"
+        fi
     fi
     if [[ $'\n'$out == *$'\nverdict: '* ]]; then
         printf '%s\n' "$out"

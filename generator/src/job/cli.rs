@@ -34,6 +34,8 @@ struct JobCli {
 enum JobCommand {
     Verdict(VerdictArgs),
     AwaitReady(AwaitReadyArgs),
+    Status(super::status::StatusArgs),
+    Report(super::report::ReportArgs),
 }
 
 /// Prints the evidence and the verdict line of a finished job, writes `DIR/verdict.json` and
@@ -104,7 +106,8 @@ fn valid_role(role: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-/// Runs a job command; `args` start with the program name, then `verdict` or `await-ready`.
+/// Runs a job command; `args` start with the program name, then `verdict`, `await-ready`,
+/// `status` or `report`.
 pub fn main(args: Vec<OsString>) -> i32 {
     let cli = match JobCli::try_parse_from(args) {
         Ok(cli) => cli,
@@ -117,6 +120,8 @@ pub fn main(args: Vec<OsString>) -> i32 {
     match cli.command {
         JobCommand::Verdict(args) => run_verdict(&args),
         JobCommand::AwaitReady(args) => run_await_ready(&args),
+        JobCommand::Status(args) => super::status::run(&args),
+        JobCommand::Report(args) => super::report::run(&args),
     }
 }
 

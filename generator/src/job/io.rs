@@ -133,6 +133,14 @@ fn read_records<T>(
 
 /// The rank summaries under `dir/ranks`, by file name; unparsable ones are noted.
 fn read_ranks(dir: &Path, notes: &mut Vec<String>) -> Vec<RankSummary> {
+    read_rank_files(dir, notes)
+        .into_iter()
+        .map(|(summary, _)| summary)
+        .collect()
+}
+
+/// [`read_ranks`], each summary with the text it was parsed from.
+fn read_rank_files(dir: &Path, notes: &mut Vec<String>) -> Vec<(RankSummary, String)> {
     let ranks_dir = dir.join("ranks");
     let entries = match fs::read_dir(&ranks_dir) {
         Ok(entries) => entries,
@@ -159,7 +167,7 @@ fn read_ranks(dir: &Path, notes: &mut Vec<String>) -> Vec<RankSummary> {
     for (path, role, rank) in files {
         match read_bounded(&path, SUMMARY_LIMIT) {
             Ok(Some(text)) => match model::parse_rank(&role, rank, &text) {
-                Ok(summary) => ranks.push(summary),
+                Ok(summary) => ranks.push((summary, text)),
                 Err(error) => {
                     notes.push(format!("launch-gen: skipped {}: {error}", path.display()))
                 }
@@ -181,21 +189,24 @@ pub fn read_job(dir: &Path) -> (Job, Vec<String>) {
     let events = read_records(&dir.join("steps.jsonl"), model::parse_steps, &mut notes);
     let phases = read_records(&dir.join("phases.jsonl"), model::parse_phases, &mut notes);
     let ranks = read_ranks(dir, &mut notes);
-    let dir_name = dir
-        .canonicalize()
-        .unwrap_or_else(|_| dir.to_path_buf())
-        .file_name()
-        .map_or_else(
-            || dir.display().to_string(),
-            |name| name.to_string_lossy().into_owned(),
-        );
     let job = Job {
-        dir_name,
+        dir_name: dir_name(dir),
         steps: model::role_steps(&events),
         phases,
         ranks,
     };
     (job, notes)
+}
+
+/// The workspace's directory name (of its canonical path when it has one).
+fn dir_name(dir: &Path) -> String {
+    dir.canonicalize()
+        .unwrap_or_else(|_| dir.to_path_buf())
+        .file_name()
+        .map_or_else(
+            || dir.display().to_string(),
+            |name| name.to_string_lossy().into_owned(),
+        )
 }
 
 /// The last [`scan::TAIL_LINES`] lines of the log at `path`, read backwards from its end.
@@ -323,6 +334,99 @@ pub fn rank0(dir: &Path, role: &str) -> Option<RankSummary> {
     model::parse_rank(role, 0, &text).ok()
 }
 
+/// The largest `verdict.json` read.
+const VERDICT_LIMIT: u64 = 4 << 20;
+
+/// `dir/verdict.json` when it exists and parses; a note when it exists but cannot be read or
+/// parsed.
+pub fn read_verdict(dir: &Path, notes: &mut Vec<String>) -> Option<model::VerdictRecord> {
+    let path = dir.join("verdict.json");
+    match read_bounded(&path, VERDICT_LIMIT) {
+        Ok(None) => None,
+        Ok(Some(text)) => match model::parse_verdict(&text) {
+            Ok(record) => Some(record),
+            Err(error) => {
+                notes.push(format!("launch-gen: skipped {}: {error}", path.display()));
+                None
+            }
+        },
+        Err(error) => {
+            notes.push(format!(
+                "launch-gen: skipped {}: cannot read: {}",
+                path.display(),
+                reason(&error)
+            ));
+            None
+        }
+    }
+}
+
+/// Where a step's log (`log`, as `steps.jsonl` names it) is now: the file of that name in the
+/// workspace `dir` when there is one (every log the script writes is there, and a workspace
+/// copied elsewhere no longer has the recorded path), else the recorded path.
+pub fn workspace_log(dir: &Path, log: &str) -> PathBuf {
+    let name = scan::basename(log);
+    if !name.is_empty() && name != "." && name != ".." {
+        let local = dir.join(name);
+        if local.is_file() {
+            return local;
+        }
+    }
+    PathBuf::from(log)
+}
+
+/// At most `limit` bytes of the file at `path` as text (invalid UTF-8 replaced); a missing
+/// file is an error here.
+pub fn read_text(path: &Path, limit: u64) -> io::Result<String> {
+    read_bounded(path, limit)?.ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+}
+
+/// What `launch-gen status` reads of a workspace that may still be written.
+#[derive(Debug, Clone, Default)]
+pub struct StatusRecords {
+    /// The records, as [`read_job`] reads them, except that a last line of `steps.jsonl` or
+    /// `phases.jsonl` without its newline is left out: it is still being appended.
+    pub job: Job,
+    /// Each rank's `phase_since_unix_us`, in the order of `job.ranks`.
+    pub phase_since: Vec<Option<i64>>,
+    /// `verdict.json`, once written.
+    pub verdict: Option<model::VerdictRecord>,
+}
+
+/// The records of the workspace `dir` for `status`, and one note per file with skipped
+/// parts. `verdict.json` is read first, so that once it is there every record written before
+/// it is read too.
+pub fn read_status(dir: &Path) -> (StatusRecords, Vec<String>) {
+    let mut notes = Vec::new();
+    let verdict = read_verdict(dir, &mut notes);
+    let events = read_records(
+        &dir.join("steps.jsonl"),
+        |text| model::parse_steps(model::complete_lines(text)),
+        &mut notes,
+    );
+    let phases = read_records(
+        &dir.join("phases.jsonl"),
+        |text| model::parse_phases(model::complete_lines(text)),
+        &mut notes,
+    );
+    let (ranks, phase_since) = read_rank_files(dir, &mut notes)
+        .into_iter()
+        .map(|(summary, text)| (summary, model::rank_phase_since(&text)))
+        .unzip();
+    let job = Job {
+        dir_name: dir_name(dir),
+        steps: model::role_steps(&events),
+        phases,
+        ranks,
+    };
+    let records = StatusRecords {
+        job,
+        phase_since,
+        verdict,
+    };
+    (records, notes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -378,5 +482,35 @@ mod tests {
         fs::write(&file, "").expect("write");
         let error = check_dir(&file).expect_err("a file");
         assert!(error.to_string().contains("found a file"), "{error}");
+    }
+
+    #[test]
+    fn verdict_and_logs_of_a_copied_workspace() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let mut notes = Vec::new();
+        assert_eq!(read_verdict(dir.path(), &mut notes), None);
+        assert!(notes.is_empty());
+        fs::write(dir.path().join("verdict.json"), "{\"verdict\":").expect("write");
+        assert_eq!(read_verdict(dir.path(), &mut notes), None);
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        fs::write(dir.path().join("verdict.json"), "{\"verdict\":\"PASS\"}").expect("write");
+        let record = read_verdict(dir.path(), &mut notes).expect("parses");
+        assert_eq!(record.passed(), Some(true));
+
+        fs::write(dir.path().join("gen_server_0.log"), "x\n").expect("write");
+        assert_eq!(
+            workspace_log(dir.path(), "/elsewhere/gen_server_0.log"),
+            dir.path().join("gen_server_0.log")
+        );
+        assert_eq!(
+            workspace_log(dir.path(), "/elsewhere/ctx_server_0.log"),
+            PathBuf::from("/elsewhere/ctx_server_0.log")
+        );
+        let missing = read_text(&dir.path().join("nope"), 10).expect_err("missing");
+        assert_eq!(missing.kind(), io::ErrorKind::NotFound);
+        assert_eq!(
+            read_text(&dir.path().join("gen_server_0.log"), 1).expect("reads"),
+            "x"
+        );
     }
 }

@@ -18,5 +18,7 @@ pub mod model;
 pub mod ready;
 pub mod redact;
 pub mod render;
+pub mod report;
 pub mod scan;
+pub mod status;
 pub mod verdict;

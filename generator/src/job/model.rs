@@ -342,6 +342,153 @@ pub fn role_steps(events: &[StepEvent]) -> Vec<RoleStep> {
     roles
 }
 
+/// The first error line named in `verdict.json`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct FirstErrorRecord {
+    /// The log file.
+    pub file: Option<String>,
+    /// Its 1-based line number.
+    pub line: Option<i64>,
+    /// The line (redacted and cut when written).
+    pub text: Option<String>,
+}
+
+/// `blamed` of `verdict.json`; every field but the role may be unknown.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct BlamedRecord {
+    /// The role blamed.
+    pub role: String,
+    /// Its first failed rank.
+    pub rank: Option<i64>,
+    /// That rank's node.
+    pub host: Option<String>,
+    /// `killed by SIGABRT`, `not ready after 600 s`, ...
+    pub cause: Option<String>,
+    /// The job's phase then.
+    pub phase: Option<String>,
+    /// The signal that is the cause.
+    pub signal: Option<String>,
+    /// The rank's (or the step's) exit code.
+    pub exit_code: Option<i64>,
+    /// The role's log.
+    pub log: Option<String>,
+    /// The first error-looking line of that log.
+    pub first_error: Option<FirstErrorRecord>,
+    /// The client that noticed, when the blame moved to a server.
+    pub noticed_by: Option<String>,
+    /// What that client saw.
+    pub noticed_cause: Option<String>,
+    /// The router's line about the server not answering.
+    pub router_line: Option<String>,
+    /// The script's own detail.
+    pub fail_detail: Option<String>,
+}
+
+/// One entry of `roles` in `verdict.json`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleRecord {
+    /// The role.
+    pub role: String,
+    /// `passed`, `failed`, `stopped`, `running`.
+    pub outcome: Option<String>,
+}
+
+/// The parts of `verdict.json` that a report shows, parsed leniently like every record.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct VerdictRecord {
+    /// `PASS` or `FAIL`.
+    pub verdict: Option<String>,
+    /// `verdict: ...`.
+    pub line: Option<String>,
+    /// The job's exit code.
+    pub code: Option<i64>,
+    /// The Slurm job id.
+    pub job_id: Option<String>,
+    /// When the verdict was made.
+    pub unix_us: Option<i64>,
+    /// The blamed failure (a `blamed` without a role counts as none).
+    pub blamed: Option<BlamedRecord>,
+    /// How each role ended, in file order (entries without a role are skipped).
+    pub roles: Vec<RoleRecord>,
+}
+
+impl VerdictRecord {
+    /// `Some(true)` for PASS, `Some(false)` for FAIL, `None` when neither is written.
+    pub fn passed(&self) -> Option<bool> {
+        match self.verdict.as_deref() {
+            Some("PASS") => Some(true),
+            Some("FAIL") => Some(false),
+            _ => None,
+        }
+    }
+}
+
+/// `verdict.json` (as `launch-gen verdict` writes it).
+pub fn parse_verdict(text: &str) -> Result<VerdictRecord, ModelError> {
+    let map = object(text)?;
+    let blamed =
+        match map.get("blamed") {
+            Some(Value::Object(blamed)) => string(blamed, "role")
+                .filter(|role| !role.is_empty())
+                .map(|role| BlamedRecord {
+                    role,
+                    rank: int(blamed, "rank"),
+                    host: string(blamed, "host").filter(|host| !host.is_empty()),
+                    cause: string(blamed, "cause"),
+                    phase: string(blamed, "phase"),
+                    signal: string(blamed, "signal"),
+                    exit_code: int(blamed, "exit_code"),
+                    log: string(blamed, "log").filter(|log| !log.is_empty()),
+                    first_error: match blamed.get("first_error") {
+                        Some(Value::Object(found)) => Some(FirstErrorRecord {
+                            file: string(found, "file"),
+                            line: int(found, "line"),
+                            text: string(found, "text"),
+                        }),
+                        _ => None,
+                    },
+                    noticed_by: string(blamed, "noticed_by"),
+                    noticed_cause: string(blamed, "noticed_cause"),
+                    router_line: string(blamed, "router_line"),
+                    fail_detail: string(blamed, "fail_detail").filter(|d| !d.is_empty()),
+                }),
+            _ => None,
+        };
+    let roles = match map.get("roles") {
+        Some(Value::Array(roles)) => roles
+            .iter()
+            .filter_map(Value::as_object)
+            .filter_map(|role| {
+                Some(RoleRecord {
+                    role: string(role, "role").filter(|name| !name.is_empty())?,
+                    outcome: string(role, "outcome"),
+                })
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    Ok(VerdictRecord {
+        verdict: string(&map, "verdict"),
+        line: string(&map, "line").filter(|line| !line.is_empty()),
+        code: int(&map, "code"),
+        job_id: string(&map, "job_id").filter(|id| !id.is_empty()),
+        unix_us: int(&map, "unix_us"),
+        blamed,
+        roles,
+    })
+}
+
+/// `text` up to its last newline: the lines of a `.jsonl` file that is being appended,
+/// without a last line whose writer has not finished it.
+pub fn complete_lines(text: &str) -> &str {
+    text.rfind('\n').map_or("", |at| &text[..=at])
+}
+
+/// A rank summary's `phase_since_unix_us` (when its current phase began), if it has one.
+pub fn rank_phase_since(text: &str) -> Option<i64> {
+    int(&object(text).ok()?, "phase_since_unix_us")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -460,5 +607,51 @@ mod tests {
         assert!(!roles[1].ended_badly());
         assert!(roles[2].ended_badly());
         assert_eq!(roles[1].log.as_deref(), Some("/b.log"));
+    }
+
+    #[test]
+    fn complete_lines_leave_out_a_line_being_written() {
+        let cases = [
+            ("", ""),
+            ("{\"a\"", ""),
+            ("a\n", "a\n"),
+            ("a\nb\n{\"pha", "a\nb\n"),
+            ("a\n\n", "a\n\n"),
+        ];
+        for (text, want) in cases {
+            assert_eq!(complete_lines(text), want, "{text:?}");
+        }
+        assert_eq!(rank_phase_since(r#"{"phase_since_unix_us":12}"#), Some(12));
+        assert_eq!(rank_phase_since(r#"{"phase_since_unix_us":null}"#), None);
+        assert_eq!(rank_phase_since("{\"phase_since_un"), None);
+    }
+
+    #[test]
+    fn verdict_records_tolerate_missing_and_wrong_fields() {
+        let text = r#"{"verdict":"FAIL","line":"verdict: FAIL (GEN_0 rank 1)","code":134,
+            "job_id":"17","unix_us":9,"blamed":{"role":"GEN_0","rank":1,"host":"n2",
+            "cause":"killed by SIGABRT","first_error":{"file":"/w/g.log","line":3,"text":"x"}},
+            "roles":[{"role":"GEN_0","outcome":"failed"},{"outcome":"passed"},7]}"#;
+        let record = parse_verdict(text).expect("parses");
+        assert_eq!(record.passed(), Some(false));
+        assert_eq!(record.code, Some(134));
+        let blamed = record.blamed.as_ref().expect("blamed");
+        assert_eq!((blamed.role.as_str(), blamed.rank), ("GEN_0", Some(1)));
+        assert_eq!(
+            blamed.first_error.as_ref().and_then(|found| found.line),
+            Some(3)
+        );
+        assert_eq!(record.roles.len(), 1);
+
+        let pass = parse_verdict(r#"{"verdict":"PASS","blamed":null,"roles":{}}"#).expect("ok");
+        assert_eq!(pass.passed(), Some(true));
+        assert_eq!(pass.blamed, None);
+        let odd = parse_verdict(r#"{"verdict":3,"blamed":{"rank":1}}"#).expect("parses");
+        assert_eq!(odd.passed(), None);
+        assert_eq!(odd.blamed, None, "a blamed without a role is none");
+        assert!(matches!(
+            parse_verdict("{\"verdict\": \"FA"),
+            Err(ModelError::NotJson(_))
+        ));
     }
 }
