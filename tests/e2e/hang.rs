@@ -5,9 +5,11 @@
 //! the stand-in started to hang; print the evidence (a log tail, the first error line); write
 //! `verdict.json` and `junit.xml`; and leave nothing running.
 
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use e2e_tests::{bin_dir, marked_processes, root, run};
 
@@ -30,16 +32,71 @@ struct Ended {
 /// Runs the demo with `args` (plus `--keep`) and a process mark, and checks that nothing is
 /// left running.
 fn demo(args: &[&str]) -> Ended {
+    demo_watched(args, |_| {})
+}
+
+/// Like [`demo`], calling `during` with the job's workspace while the job runs.
+fn demo_watched(args: &[&str], during: impl FnOnce(&Path)) -> Ended {
     let mark = format!("hang.{}.{}", std::process::id(), args.join("_"));
     let bin = bin_dir();
-    let out = run(
-        Command::new(root().join("scripts/demo"))
-            .args(["--bin-dir", bin.to_str().unwrap(), "--keep"])
-            .args(args)
-            .env("SHIM_TEST_MARK", &mark),
-        Duration::from_secs(600),
-    );
+    let mut child = Command::new(root().join("scripts/demo"))
+        .args(["--bin-dir", bin.to_str().unwrap(), "--keep"])
+        .args(args)
+        .env("SHIM_TEST_MARK", &mark)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("scripts/demo runs");
+    let (lines, seen) = mpsc::channel::<String>();
+    let stdout = child.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines.send(line.clone());
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let mut stderr = child.stderr.take().expect("stderr");
+    let errors = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let started = Instant::now();
+    let workspace = loop {
+        match seen.recv_timeout(Duration::from_secs(300)) {
+            Ok(line) => {
+                if let Some(rest) = line.strip_prefix("workspace: ") {
+                    break rest.split(' ').next().map(PathBuf::from);
+                }
+            }
+            Err(_) => break None,
+        }
+    };
+    if let Some(workspace) = &workspace {
+        during(workspace);
+    }
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            let _ = child.kill();
+            panic!("scripts/demo {args:?} did not end within 600 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let out = e2e_tests::Output {
+        code: status.code(),
+        stdout: reader.join().unwrap_or_default(),
+        stderr: errors.join().unwrap_or_default(),
+        took: started.elapsed(),
+    };
     let all = format!("stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
+    assert!(workspace.is_some(), "no `workspace:` line: {all}");
     let work = out
         .stderr
         .lines()
@@ -82,7 +139,12 @@ fn hang_started(job: &Path) -> Option<u64> {
 }
 
 fn check(case: &Case) {
-    let ended = demo(&["--hang", case.spec]);
+    let ended = check_watched(case, |_| {});
+    let _ = std::fs::remove_dir_all(&ended.work);
+}
+
+fn check_watched(case: &Case, during: impl FnOnce(&Path)) -> Ended {
+    let ended = demo_watched(&["--hang", case.spec], during);
     let all = &ended.all;
     let line = ended.stdout.lines().last().unwrap_or("");
     assert!(
@@ -136,7 +198,7 @@ fn check(case: &Case) {
         "{}: {latency:?}\n{all}",
         case.spec
     );
-    let _ = std::fs::remove_dir_all(&ended.work);
+    ended
 }
 
 #[test]
@@ -154,20 +216,111 @@ fn a_server_that_never_gets_ready_is_named_after_the_ready_budget() {
     });
 }
 
+/// The wedged job is also watched while it runs: `launch-gen status` shows its ranks serving
+/// and no verdict, `status --events` follows it to its verdict and exits there, and after the
+/// job `status --json` and `report.html` say what happened.
 #[test]
 fn a_wedged_server_is_named_not_the_client_that_noticed() {
-    check(&Case {
-        spec: "CTX_0:wedged",
-        role: "CTX_0",
-        says: &[
-            "rank 0 on n2",
-            "not answered",
-            "while serving",
-            "BENCHMARK",
-            "no progress for 15 s",
-        ],
-        budget: 15,
-    });
+    let ended = check_watched(
+        &Case {
+            spec: "CTX_0:wedged",
+            role: "CTX_0",
+            says: &[
+                "rank 0 on n2",
+                "not answered",
+                "while serving",
+                "BENCHMARK",
+                "no progress for 15 s",
+            ],
+            budget: 15,
+        },
+        watch_live,
+    );
+    let job = ended.work.join("job");
+    let status = status(&job, &["--json"]);
+    assert_eq!(status.code, Some(0), "{}", status.stderr);
+    let json: serde_json::Value = serde_json::from_str(&status.stdout).expect("status JSON");
+    assert_eq!(json["verdict"]["verdict"], "FAIL", "{json}");
+    let rows = json["rows"].as_array().expect("rows");
+    let ranks: Vec<_> = rows.iter().filter(|r| r["kind"] == "rank").collect();
+    assert_eq!(ranks.len(), 6, "every rank of the demo: {json}");
+    assert!(ranks.iter().all(|r| r["phase"] == "ended"), "{json}");
+    let bench = rows
+        .iter()
+        .find(|r| r["role"] == "BENCHMARK")
+        .expect("the benchmark's row");
+    assert_eq!(bench["end"], "no progress", "{json}");
+    let report = std::fs::read_to_string(job.join("report.html")).expect("report.html");
+    assert!(
+        report.contains("first-failure"),
+        "the first failure is marked"
+    );
+    let _ = std::fs::remove_dir_all(&ended.work);
+}
+
+fn status(job: &Path, args: &[&str]) -> e2e_tests::Output {
+    run(
+        Command::new(bin_dir().join("launch-gen"))
+            .arg("status")
+            .arg(job)
+            .args(args),
+        Duration::from_secs(200),
+    )
+}
+
+/// While the job runs: its ranks serving and no verdict yet; then the events to the verdict.
+fn watch_live(job: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let out = status(job, &["--json"]);
+        let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_default();
+        let serving = json["rows"].as_array().map_or(0, |rows| {
+            rows.iter().filter(|r| r["phase"] == "serving").count()
+        });
+        if serving >= 3 {
+            assert!(json["verdict"].is_null(), "no verdict yet: {json}");
+            let table = status(job, &[]);
+            assert!(
+                table.stdout.contains("serving") && table.stdout.contains("CTX_0"),
+                "{}",
+                table.stdout
+            );
+            assert!(
+                table.stdout.lines().all(|l| l.chars().count() <= 80),
+                "the table fits 80 columns:\n{}",
+                table.stdout
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the job's ranks never showed as serving: {json}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let events = status(job, &["--events", "--timeout", "180"]);
+    assert_eq!(events.code, Some(1), "a FAIL verdict: {}", events.stdout);
+    for part in [
+        "CTX_0 rank 0 ready",
+        "servers ready",
+        "BENCHMARK started",
+        "stopping",
+    ] {
+        assert!(
+            events.stdout.contains(part),
+            "`{part}` in:\n{}",
+            events.stdout
+        );
+    }
+    assert!(
+        events
+            .stdout
+            .lines()
+            .last()
+            .is_some_and(|l| l.contains(" verdict: FAIL (CTX_0 rank 0")),
+        "{}",
+        events.stdout
+    );
 }
 
 #[test]

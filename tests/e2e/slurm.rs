@@ -53,8 +53,40 @@ fn last_line(text: &str) -> &str {
 
 #[test]
 fn demo_job_passes_with_every_role_on_its_nodes() {
-    let out = demo(&[]);
+    let out = demo(&["--keep"]);
     let all = format!("stdout:\n{}\nstderr:\n{}", out.stdout, out.stderr);
+    let work = out
+        .stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("work directory kept: "))
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| panic!("no work directory: {all}"));
+    // `launch-gen status` after the job: the verdict, and every rank ended with 0.
+    let status = run(
+        Command::new(bin_dir().join("launch-gen"))
+            .arg("status")
+            .arg(work.join("job"))
+            .arg("--json"),
+        Duration::from_secs(60),
+    );
+    let json: serde_json::Value = serde_json::from_str(&status.stdout)
+        .unwrap_or_else(|e| panic!("status --json: {e}: {}\n{}", status.stdout, status.stderr));
+    assert_eq!(json["verdict"]["verdict"], "PASS", "{json}");
+    let ranks: Vec<&serde_json::Value> = json["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter(|r| r["kind"] == "rank")
+        .collect();
+    assert_eq!(ranks.len(), 6, "{json}");
+    assert!(
+        ranks
+            .iter()
+            .all(|r| r["phase"] == "ended" && r["exit_code"] == 0),
+        "{json}"
+    );
+    assert!(work.join("job/report.html").is_file(), "report.html: {all}");
+    let _ = std::fs::remove_dir_all(&work);
     assert_eq!(out.code, Some(0), "{all}");
     assert_eq!(last_line(&out.stdout), "verdict: PASS", "{all}");
     assert!(out.stdout.contains("COMPLETED"), "{all}");
