@@ -381,5 +381,12 @@ fn a_crashing_rank_is_named_with_its_signal() {
         "{}",
         ended.verdict
     );
+    // The report marks the rank that failed first, and only it.
+    let report = std::fs::read_to_string(ended.work.join("job/report.html")).expect("report.html");
+    assert!(
+        report.contains(r#"<g class="rank first-failure" data-role="GEN_0" data-rank="1""#),
+        "the report marks GEN_0 rank 1"
+    );
+    assert_eq!(report.matches(r#"class="rank first-failure""#).count(), 1);
     let _ = std::fs::remove_dir_all(&ended.work);
 }
