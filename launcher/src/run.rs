@@ -335,6 +335,7 @@ impl Watcher {
         }
         if now >= self.next_look {
             self.next_look = now + LOOK_EVERY;
+            summary.tick();
             if self.watch.spec().stall.is_some() {
                 self.watch.on_stopped(sup.stopped_in_tree(self.main), now);
             }

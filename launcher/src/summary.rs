@@ -66,6 +66,8 @@ pub struct Summary {
     deadline: Option<Value>,
     terminated_by: Option<String>,
     written: Option<Instant>,
+    /// The progress time in the last write.
+    progress_written: Option<SystemTime>,
 }
 
 impl Summary {
@@ -107,6 +109,7 @@ impl Summary {
             deadline: None,
             terminated_by: None,
             written: None,
+            progress_written: None,
         }
     }
 
@@ -138,10 +141,17 @@ impl Summary {
         }
     }
 
-    /// Progress was seen; rewritten at most every [`PROGRESS_EVERY`].
+    /// Progress was seen; rewritten at most every [`PROGRESS_EVERY`] (see [`Summary::tick`]).
     pub fn progress(&mut self, at: SystemTime) {
         self.last_progress = Some(at);
-        if self.written.is_none_or(|w| w.elapsed() >= PROGRESS_EVERY) {
+        self.tick();
+    }
+
+    /// Writes progress not written yet once [`PROGRESS_EVERY`] has passed since the last write,
+    /// so that the last progress before a silence reaches the file too. Called every second.
+    pub fn tick(&mut self) {
+        let unwritten = self.last_progress != self.progress_written;
+        if unwritten && self.written.is_none_or(|w| w.elapsed() >= PROGRESS_EVERY) {
             self.write_live();
         }
     }
@@ -192,6 +202,7 @@ impl Summary {
         };
         let first = self.written.is_none();
         self.written = Some(Instant::now());
+        self.progress_written = self.last_progress;
         if let Err(err) = write_atomically(&path, &Value::Object(self.document())) {
             if first {
                 tracing::warn!("{err:#}");

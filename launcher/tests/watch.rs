@@ -342,3 +342,46 @@ fn a_deadline_gives_exactly_one_error_line() {
         "{text}"
     );
 }
+
+#[test]
+fn the_last_progress_before_a_silence_reaches_the_live_summary() {
+    let dir = tempdir();
+    let json = dir.path().join("s.json");
+    let child = script(dir.path(), "quiet.sh", "echo one; exec sleep 60");
+    let mut r = start(
+        &[
+            "--summary-json",
+            json.to_str().unwrap(),
+            "--grace-period",
+            "1s",
+            "--stall-timeout",
+            "30s",
+            "--",
+            child.to_str().unwrap(),
+        ],
+        &base_env(),
+    );
+    // Written at most every 5 s, and the last progress is written even when none follows.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let progress = loop {
+        let seen = std::fs::read_to_string(&json)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|s| s["last_progress_unix_us"].as_u64());
+        if let Some(us) = seen {
+            break us;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no progress in the live summary: {}",
+            r.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let s = summary(&json);
+    assert!(s["exit_code"].is_null(), "still running: {s}");
+    assert!(progress >= s["started_unix_us"].as_u64().unwrap());
+    nix::sys::signal::kill(r.pid(), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let (status, _) = r.wait();
+    assert_eq!(status.code(), Some(143), "{}", r.stderr());
+}
