@@ -107,11 +107,12 @@ start_step() {
     local role=$1 log=$2
     shift 2
     rm -f -- "$log" "${log%.log}.done"
+    # Recorded first: whoever sees the log (a TERM, `launch-gen status`) finds the step.
+    record_step started "$role" "$log"
     run_step "$@" >"$log" 2>&1 &
     stepRole[$!]=$role
     stepLog[$!]=$log
     stepOrder+=("$!")
-    record_step started "$role" "$log"
     note "started $role (pid $!, log $log)"
 }
 
