@@ -18,7 +18,7 @@ use anyhow::{Context as _, anyhow, bail};
 use clap::Parser;
 
 use crate::budgets::{Budgets, Given};
-use crate::compat::{self, CompatInputs};
+use crate::compat::{self, CompatInputs, Entry, Files, Outcome, ReadError, Selection};
 use crate::config::LaunchConfig;
 use crate::explain;
 use crate::hostlist;
@@ -38,6 +38,10 @@ Examples:
       --draft-launch-sh draft.sh --launch-sh launch.sh \\
       --run-sh /ws/slurm_run.sh --install-sh /ws/slurm_install.sh \\
       --script-prefix prefix.sh --srun-args srun_args.txt
+
+  # The unified generator (jenkins/scripts/perf/submit.py), with exactly its arguments;
+  # `--compat g1` (the default) is the one above. `launch-gen --compat g2 --help` lists them.
+  launch-gen --compat g2 --llm-src llm-src --test-list test_list.txt ... --cluster-name aws-dfw
 
   # Native mode (no draft): a supervised script that runs rank-launch in every step.
   launch-gen --config-yaml cfg.yaml --command 'pytest -k disagg' \\
@@ -234,12 +238,28 @@ pub fn main_impl() -> i32 {
 
 /// Runs `launch-gen` with the given arguments (the first is the program name).
 pub fn run_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {
-    let args: Vec<OsString> = args.into_iter().collect();
+    let mut args: Vec<OsString> = args.into_iter().collect();
     // The job commands run by the native script have their own parser (`crate::job::cli`).
     if args.get(1).is_some_and(|command| {
         ["verdict", "await-ready", "status", "report"].contains(&command.to_str().unwrap_or(""))
     }) {
         return crate::job::cli::main(args);
+    }
+    // `--compat NAME` first: a generation with its own parser takes over; G1 is this parser.
+    match compat::select(args.get(1..).unwrap_or_default()) {
+        Selection::Absent => {}
+        Selection::Chosen(generation, rest) => match generation.entry {
+            Entry::MainParser => {
+                let rest = rest.to_vec();
+                args.truncate(1);
+                args.extend(rest);
+            }
+            Entry::Own(run) => return run_generation(run, rest),
+        },
+        Selection::Invalid(message) => {
+            eprintln!("error: {message}");
+            return EXIT_INPUT;
+        }
     }
     let args = match Args::try_parse_from(args) {
         Ok(args) => args,
@@ -255,6 +275,60 @@ pub fn run_with_args(args: impl IntoIterator<Item = OsString>) -> i32 {
             eprintln!("error: {:#}", failure.error);
             failure.code
         }
+    }
+}
+
+/// Runs a generation that parses its own arguments: its help, its script written atomically
+/// (mode before the umask as it says), or its one-line error with exit code 2.
+fn run_generation(
+    run: fn(&[OsString], &dyn Files) -> Result<Outcome, String>,
+    args: &[OsString],
+) -> i32 {
+    let result = run(args, &FileSystem).and_then(|outcome| match outcome {
+        Outcome::Help(text) => {
+            // A closed stdout (`| head`) is not an error of the help.
+            let _ = io::stdout().lock().write_all(text.as_bytes());
+            Ok(())
+        }
+        Outcome::Write { path, script, mode } => {
+            write_atomically(&path, &script, mode).map_err(|error| format!("{error:#}"))
+        }
+    });
+    match result {
+        Ok(()) => 0,
+        Err(message) => {
+            eprintln!("error: {}", one_line(&message));
+            EXIT_INPUT
+        }
+    }
+}
+
+/// `message` on one line: control characters (a newline in a path, say) escaped.
+fn one_line(message: &str) -> String {
+    message
+        .chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// The file system as the generations read it.
+struct FileSystem;
+
+impl Files for FileSystem {
+    fn read_text(&self, path: &Path) -> Result<String, ReadError> {
+        let bytes = fs::read(path).map_err(|error| match error.kind() {
+            io::ErrorKind::NotFound => ReadError::NotFound,
+            _ => ReadError::Unreadable(io_reason(&error)),
+        })?;
+        String::from_utf8(bytes).map_err(|error| ReadError::NotUtf8 {
+            offset: error.utf8_error().valid_up_to(),
+        })
     }
 }
 

@@ -7,9 +7,12 @@
 //!
 //! Two renderers share one config model ([`config`]) and one resource plan ([`plan`]):
 //!
-//! - [`compat`] reproduces the reference `submit.py` (G1) byte for byte, quirks included;
+//! - [`compat`] reproduces the reference `submit.py` (G1) byte for byte, quirks included, and
+//!   later generations of it (`--compat g2`: upstream's unified generator), one module each;
 //! - [`native`] renders a self-contained script around `rank-launch` with node slicing,
 //!   supervision of every step and a single verdict line.
+//!
+//! [`ucx`] holds the per-cluster UCX table (data, `generator/data/ucx-rules.yaml`).
 
 pub mod budgets;
 pub mod cli;
@@ -23,3 +26,4 @@ pub mod plan;
 pub mod pytext;
 pub mod shell;
 pub mod testlist;
+pub mod ucx;

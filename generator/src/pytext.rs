@@ -165,6 +165,103 @@ pub fn repr_value(value: &serde_norway::Value) -> String {
     }
 }
 
+/// An integer as Python's `int()` read it from text: exact, whatever its size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PyInt {
+    negative: bool,
+    /// ASCII digits without leading zeros (`"0"` for zero).
+    digits: String,
+}
+
+impl PyInt {
+    /// The value, where it fits.
+    pub fn to_i128(&self) -> Option<i128> {
+        let magnitude: i128 = self.digits.parse().ok()?;
+        Some(if self.negative { -magnitude } else { magnitude })
+    }
+
+    /// Whether the value is above zero.
+    pub fn is_positive(&self) -> bool {
+        !self.negative && self.digits != "0"
+    }
+}
+
+impl std::fmt::Display for PyInt {
+    /// Python's `str()` of the value.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.negative {
+            f.write_str("-")?;
+        }
+        f.write_str(&self.digits)
+    }
+}
+
+/// CPython's default `sys.get_int_max_str_digits()`: longer decimal texts are a `ValueError`.
+const MAX_INT_DIGITS: usize = 4300;
+
+/// The first code point of each run of ten Unicode decimal digits (category Nd, Unicode 14.0,
+/// as CPython 3.11's `unicodedata.decimal`), which `int()` accepts like `0`-`9`.
+const DECIMAL_ZEROS: [u32; 66] = [
+    0x30, 0x660, 0x6F0, 0x7C0, 0x966, 0x9E6, 0xA66, 0xAE6, 0xB66, 0xBE6, 0xC66, 0xCE6, 0xD66,
+    0xDE6, 0xE50, 0xED0, 0xF20, 0x1040, 0x1090, 0x17E0, 0x1810, 0x1946, 0x19D0, 0x1A80, 0x1A90,
+    0x1B50, 0x1BB0, 0x1C40, 0x1C50, 0xA620, 0xA8D0, 0xA900, 0xA9D0, 0xA9F0, 0xAA50, 0xABF0, 0xFF10,
+    0x104A0, 0x10D30, 0x11066, 0x110F0, 0x11136, 0x111D0, 0x112F0, 0x11450, 0x114D0, 0x11650,
+    0x116C0, 0x11730, 0x118E0, 0x11950, 0x11C50, 0x11D50, 0x11DA0, 0x16A60, 0x16AC0, 0x16B50,
+    0x1D7CE, 0x1D7D8, 0x1D7E2, 0x1D7EC, 0x1D7F6, 0x1E140, 0x1E2F0, 0x1E950, 0x1FBF0,
+];
+
+/// The value of a decimal digit of any script (Python's `unicodedata.decimal`), else `None`.
+pub fn decimal_digit(c: char) -> Option<u8> {
+    let code = u32::from(c);
+    let index = DECIMAL_ZEROS.partition_point(|&zero| zero <= code);
+    let zero = DECIMAL_ZEROS[index.checked_sub(1)?];
+    u8::try_from(code - zero).ok().filter(|&digit| digit < 10)
+}
+
+/// Python's `int(text)` for a `str` (base 10): optional surrounding whitespace (Unicode
+/// `White_Space`; unlike `str.strip()`, not `\x1c`-`\x1f`), an optional `+` or `-`, then decimal
+/// digits of any script with single `_` between digits (`0_2`), leading zeros allowed; at most
+/// 4300 digits. `None` where Python raises `ValueError`.
+pub fn parse_int(text: &str) -> Option<PyInt> {
+    let body = text.trim_matches(char::is_whitespace);
+    let (negative, body) = match body.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, body.strip_prefix('+').unwrap_or(body)),
+    };
+    let mut digits = String::new();
+    let mut count = 0usize;
+    let mut previous_was_digit = false;
+    for c in body.chars() {
+        if c == '_' {
+            if !previous_was_digit {
+                return None;
+            }
+            previous_was_digit = false;
+            continue;
+        }
+        let digit = decimal_digit(c)?;
+        count += 1;
+        if count > MAX_INT_DIGITS {
+            return None;
+        }
+        if !(digits.is_empty() && digit == 0) {
+            digits.push(char::from(b'0' + digit));
+        }
+        previous_was_digit = true;
+    }
+    if !previous_was_digit {
+        // Empty, a lone sign, or a trailing `_`.
+        return None;
+    }
+    if digits.is_empty() {
+        digits.push('0');
+    }
+    Some(PyInt {
+        negative: negative && digits != "0",
+        digits,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,5 +328,50 @@ mod tests {
     fn first_line_stops_at_any_newline() {
         assert_eq!(first_line("one\r\ntwo"), "one");
         assert_eq!(first_line(""), "");
+    }
+
+    /// Expected values from CPython 3.11's `int()`.
+    #[test]
+    fn int_parsing_matches_python() {
+        let accepted = [
+            ("2", "2"),
+            (" 2", "2"),
+            ("+2", "2"),
+            ("0_2", "2"),
+            ("-3", "-3"),
+            ("-0", "0"),
+            ("0064", "64"),
+            ("1_000", "1000"),
+            ("0_0", "0"),
+            ("\u{85}5", "5"),
+            ("\u{a0}5\u{3000}", "5"),
+            ("\t7\n", "7"),
+            ("\u{664}\u{662}", "42"),
+            ("\u{ff11}\u{ff12}", "12"),
+            (
+                "123456789012345678901234567890123456789012345",
+                "123456789012345678901234567890123456789012345",
+            ),
+        ];
+        for (text, shown) in accepted {
+            let value = parse_int(text).unwrap_or_else(|| panic!("{text:?} is an int"));
+            assert_eq!(value.to_string(), shown, "{text:?}");
+        }
+        for text in [
+            "", "+", "-", "x", "1 2", "1_", "_1", "+_1", "1__0", "\x1c5", "5\x1f", "1.0", "0x10",
+            "--1", "+-1", "1e3",
+        ] {
+            assert_eq!(parse_int(text), None, "{text:?}");
+        }
+        assert!(parse_int(&"1".repeat(4300)).is_some());
+        assert_eq!(parse_int(&"1".repeat(4301)), None);
+        assert_eq!(parse_int("-7").and_then(|v| v.to_i128()), Some(-7));
+        assert_eq!(parse_int(&"9".repeat(60)).and_then(|v| v.to_i128()), None);
+        assert!(parse_int("+1").is_some_and(|v| v.is_positive()));
+        assert!(!parse_int("-0").is_some_and(|v| v.is_positive()));
+        assert_eq!(decimal_digit('/'), None);
+        assert_eq!(decimal_digit('9'), Some(9));
+        assert_eq!(decimal_digit('\u{1fbf9}'), Some(9));
+        assert_eq!(decimal_digit('\u{1fbfa}'), None);
     }
 }

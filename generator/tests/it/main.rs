@@ -1,6 +1,7 @@
 //! Integration tests of `launch-gen`, run through the real binary.
 
 mod compat;
+mod compat_g2;
 mod errors;
 mod explain;
 mod fuzz;
