@@ -58,18 +58,46 @@ pub enum RunError {
     Random(#[source] getrandom::Error),
 }
 
-/// Picks the proxy IPC port by binding on loopback: the requested port, or one the kernel
-/// chooses. The socket is closed again for the leader to bind; the kernel does not hand an
-/// ephemeral port out twice in a row, which is what makes this better than probing from 10012.
+/// Picks the proxy IPC port by binding on loopback: the requested port, or a free one below
+/// the kernel's ephemeral range (`net.ipv4.ip_local_port_range`), chosen at random from 10000
+/// up. The socket is closed again for the leader to bind; below the ephemeral range no other
+/// process's outgoing connection or port-0 bind can take the number in between, which a
+/// kernel-chosen port risks on a busy node. When no such port is free, one the kernel chooses.
 pub fn choose_ipc_port(requested: Option<u16>) -> Result<u16, RunError> {
-    let port = requested.unwrap_or(0);
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port))
-        .map_err(|source| RunError::IpcPort { port, source })?;
-    let chosen = listener
-        .local_addr()
-        .map_err(|source| RunError::IpcPort { port, source })?
-        .port();
-    Ok(chosen)
+    let bind = |port: u16| {
+        TcpListener::bind((Ipv4Addr::LOCALHOST, port))
+            .and_then(|listener| listener.local_addr())
+            .map(|addr| addr.port())
+    };
+    if let Some(port) = requested {
+        return bind(port).map_err(|source| RunError::IpcPort { port, source });
+    }
+    let low = ephemeral_low();
+    if low > FIRST_PORT {
+        let mut bytes = [0u8; 8 * 32];
+        if getrandom::fill(&mut bytes).is_ok() {
+            let span = u64::from(low - FIRST_PORT);
+            for chunk in bytes.chunks_exact(8) {
+                let r = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
+                let port = FIRST_PORT + u16::try_from(r % span).unwrap_or(0);
+                if let Ok(port) = bind(port) {
+                    return Ok(port);
+                }
+            }
+        }
+    }
+    bind(0).map_err(|source| RunError::IpcPort { port: 0, source })
+}
+
+/// Where the random proxy ports start: above the ports of common services.
+const FIRST_PORT: u16 = 10000;
+
+/// The first port of the kernel's ephemeral range (32768 when it cannot be read).
+fn ephemeral_low() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768)
 }
 
 /// 256 bits from the OS CSPRNG, as 64 lowercase hex characters.
@@ -672,6 +700,11 @@ mod tests {
     fn ipc_port_is_bindable_and_a_taken_port_is_an_error() {
         let port = choose_ipc_port(None).unwrap();
         assert_ne!(port, 0);
+        assert!(
+            (FIRST_PORT..ephemeral_low()).contains(&port),
+            "{port}: below the ephemeral range"
+        );
+        TcpListener::bind((Ipv4Addr::LOCALHOST, port)).expect("free again for the leader");
         let taken = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
         let taken_port = taken.local_addr().unwrap().port();
         let err = choose_ipc_port(Some(taken_port)).unwrap_err();
