@@ -269,15 +269,10 @@ fn launch(
     );
     let started = Instant::now();
     let started_at = std::time::SystemTime::now();
-    let argv: Vec<String> = match plan.mode {
-        plan::Mode::MpiWorker => vec!["bash".into(), "-c".into(), plan.worker_cmd.clone()],
-        _ => plan
-            .command
-            .argv()
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect(),
-    };
+    let argv: Vec<String> = run::main_argv(&plan)
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     let mut summary = Summary::new(
         &plan,
         &host,

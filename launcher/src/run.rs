@@ -111,6 +111,14 @@ fn shell(command: &str) -> Vec<OsString> {
     vec!["bash".into(), "-c".into(), command.into()]
 }
 
+/// The argv of the rank's main child: the worker command on an MPI worker, else the task.
+pub fn main_argv(plan: &Plan) -> Vec<OsString> {
+    match plan.mode {
+        Mode::MpiWorker => shell(&plan.worker_cmd),
+        Mode::Single | Mode::MpiRank0 => plan.command.argv(),
+    }
+}
+
 /// Runs the plan to its end. `flashinfer` is the rank's claimed workspace on the MPI path.
 /// An error comes back with every child already ended (a failing supervisor loop is a
 /// verdict, ended like any other).
