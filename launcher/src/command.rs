@@ -5,6 +5,12 @@
 //! (`/any/dir/trtllm-llmapi-launch`), not a substring test: `my-trtllm-llmapi-launcher` stays.
 //! In a shell string the word is found by a small lexer that knows quotes, escapes and
 //! operators, and the rest of the string is kept byte for byte.
+//!
+//! What stands before that word wraps the whole rank ([`Command::rank_prefix`]). In the reference
+//! every rank ran `bash -c "unset UCX_TLS && K=V trtllm-llmapi-launch pytest ..."`, and
+//! trtllm-llmapi-launch started the MPI leader, the workers and the stop helper, so all of them
+//! got the `unset`, the assignments and any wrapper (`numactl ...`). That is where the model
+//! runs and where the UCX and executor settings are read; the task alone is not enough.
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
@@ -42,6 +48,65 @@ impl Command {
         }
     }
 
+    /// The shell text that sets up the whole rank, to run in front of the MPI leader, worker
+    /// and stop commands: everything before the first `trtllm-llmapi-launch` word, or, without
+    /// that word, the leading `unset ... &&` / `export ... &&` commands and the `NAME=VALUE`
+    /// words in front of the command. It is empty for an argv and for a string with neither.
+    /// The text ends where the next command word began, so `prefix + command` is a shell
+    /// string. An error says why the text before the word cannot wrap another command (a
+    /// subshell or a pipe around it).
+    pub fn rank_prefix(&self) -> Result<String, PrefixError> {
+        let Command::Shell(script) = self else {
+            return Ok(String::new());
+        };
+        let words = words(script);
+        let gap = |i: usize| {
+            let from = if i == 0 { 0 } else { words[i - 1].end };
+            &script[from..words[i].start]
+        };
+        let launch = words.iter().position(|word| {
+            word.value
+                .as_deref()
+                .is_some_and(|v| is_llmapi_launch(OsStr::new(v)))
+        });
+        if let Some(at) = launch {
+            if (0..=at).any(|i| gap(i).contains(['(', ')', '|'])) {
+                return Err(PrefixError::Enclosed);
+            }
+            return Ok(script[..words[at].start].to_owned());
+        }
+        let is_operator = |text: &str| text.contains(['&', ';', '|', '(', ')', '<', '>']);
+        let mut end = 0;
+        let mut i = 0;
+        // `unset A B &&` and `export A=1 &&` commands, in a row.
+        while words
+            .get(i)
+            .is_some_and(|w| matches!(w.value.as_deref(), Some("unset" | "export")))
+        {
+            let mut next = i + 1;
+            while next < words.len() && !is_operator(gap(next)) {
+                next += 1;
+            }
+            if next == words.len() || gap(next).trim() != "&&" {
+                break;
+            }
+            end = words[next].start;
+            i = next;
+        }
+        // `NAME=VALUE` words in front of the command word.
+        let mut next = i;
+        while next < words.len()
+            && is_assignment(&script[words[next].start..words[next].end])
+            && (next == i || !is_operator(gap(next)))
+        {
+            next += 1;
+        }
+        if next > i && next < words.len() && !is_operator(gap(next)) {
+            end = words[next].start;
+        }
+        Ok(script[..end].to_owned())
+    }
+
     /// True when nothing would run.
     pub fn is_empty(&self) -> bool {
         match self {
@@ -49,6 +114,28 @@ impl Command {
             Command::Shell(script) => script.trim().is_empty(),
         }
     }
+}
+
+/// Why the text before `trtllm-llmapi-launch` cannot wrap the leader and the workers.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PrefixError {
+    #[error(
+        "`{LLMAPI_LAUNCH}` is inside a subshell or a pipe, so what stands before it cannot be \
+         put in front of the MPI leader and worker commands"
+    )]
+    Enclosed,
+}
+
+/// `NAME=...` with a shell variable name, as written (quotes or expansions may follow the `=`).
+fn is_assignment(text: &str) -> bool {
+    let Some((name, _)) = text.split_once('=') else {
+        return false;
+    };
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 fn is_llmapi_launch(word: &OsStr) -> bool {
@@ -218,10 +305,60 @@ mod tests {
         );
     }
 
+    #[test]
+    fn rank_prefixes() {
+        let cases: &[(&str, Result<&str, PrefixError>)] = &[
+            // Before the launcher word: as the reference's trtllm-llmapi-launch saw it.
+            (
+                "unset UCX_TLS && K=V B=\"x y\" trtllm-llmapi-launch pytest -k a",
+                Ok("unset UCX_TLS && K=V B=\"x y\" "),
+            ),
+            (
+                "numactl -m 0,1 /opt/trtllm-llmapi-launch trtllm-serve x",
+                Ok("numactl -m 0,1 "),
+            ),
+            ("trtllm-llmapi-launch pytest", Ok("")),
+            ("cd /w;trtllm-llmapi-launch pytest", Ok("cd /w;")),
+            (
+                "( trtllm-llmapi-launch pytest )",
+                Err(PrefixError::Enclosed),
+            ),
+            (
+                "echo | trtllm-llmapi-launch pytest",
+                Err(PrefixError::Enclosed),
+            ),
+            // Without it: the leading unset/export commands and assignments.
+            (
+                "unset A B && export C=1 D=\"$E\" && F=${G}/x H=1 pytest -v",
+                Ok("unset A B && export C=1 D=\"$E\" && F=${G}/x H=1 "),
+            ),
+            ("unset A && pytest", Ok("unset A && ")),
+            ("A=1 pytest", Ok("A=1 ")),
+            ("pytest A=1", Ok("")),
+            ("unset A; pytest", Ok("")),
+            ("unset A", Ok("")),
+            ("A=1", Ok("")),
+            ("A=1 && pytest", Ok("")),
+            ("A=1 | pytest", Ok("")),
+            ("1A=2 pytest", Ok("")),
+            ("'A=1' pytest", Ok("")),
+            ("", Ok("")),
+        ];
+        for (script, expected) in cases {
+            let got = Command::Shell((*script).into()).rank_prefix();
+            assert_eq!(got.as_deref(), expected.as_deref(), "script: {script}");
+        }
+        let argv = Command::Argv(vec!["A=1".into(), "trtllm-llmapi-launch".into()]);
+        assert_eq!(argv.rank_prefix().as_deref(), Ok(""));
+    }
+
     proptest::proptest! {
         #[test]
         fn lexer_never_panics(script in "\\PC{0,40}") {
             let _ = strip_word_from_shell(&script);
+            if let Ok(prefix) = Command::Shell(script.clone()).rank_prefix() {
+                proptest::prop_assert!(script.starts_with(&prefix));
+            }
         }
     }
 }

@@ -298,6 +298,8 @@ pub struct Plan {
     pub main: Process,
     /// The task (single or rank 0); unused on a worker.
     pub command: Command,
+    /// The MPI leader, worker and stop commands (shell strings), each behind the command's
+    /// [`Command::rank_prefix`]: the environment set-up of the whole rank.
     pub leader_cmd: String,
     pub worker_cmd: String,
     pub leader_stop_cmd: String,
@@ -582,15 +584,24 @@ pub fn plan(
         }
     } else {
         Command::Argv(command)
-    }
-    .without_llmapi_launch();
+    };
+    let mut warnings = Vec::new();
+    // What wrapped trtllm-llmapi-launch wraps the leader, the workers and the stop helper.
+    let rank_prefix = match (mpi_path, command.rank_prefix()) {
+        (false, _) => String::new(),
+        (true, Ok(prefix)) => prefix,
+        (true, Err(error)) => {
+            warnings.push(error.to_string());
+            String::new()
+        }
+    };
+    let command = command.without_llmapi_launch();
     if command.is_empty() && mode != Mode::MpiWorker {
         return Err(PlanError::bad(
             "the command is empty once `trtllm-llmapi-launch` is removed",
         ));
     }
 
-    let mut warnings = Vec::new();
     // Only rank 0 of the MPI path has a proxy: elsewhere these variables are not read.
     let ipc = match (env_map.get(IPC_ADDR_VAR), env_map.get(IPC_PORT_VAR)) {
         _ if mode != Mode::MpiRank0 => Ipc::Loopback(None),
@@ -697,9 +708,9 @@ pub fn plan(
         mode,
         main,
         command,
-        leader_cmd: opts.leader_cmd.clone(),
-        worker_cmd: opts.worker_cmd.clone(),
-        leader_stop_cmd: opts.leader_stop_cmd.clone(),
+        leader_cmd: format!("{rank_prefix}{}", opts.leader_cmd),
+        worker_cmd: format!("{rank_prefix}{}", opts.worker_cmd),
+        leader_stop_cmd: format!("{rank_prefix}{}", opts.leader_stop_cmd),
         stop_timeout,
         grace,
         label: opts.label.then(|| format!("{}: ", info.rank)),

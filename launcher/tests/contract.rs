@@ -376,6 +376,72 @@ fn every_rank_gets_its_own_flashinfer_workspace() {
     assert_eq!(workspace_of(&t, "task"), None);
 }
 
+/// In the reference every rank ran `bash -c "$pytestCommand"` and trtllm-llmapi-launch, inside
+/// it, started the leader, the workers and the stop helper: what stands before that word (the
+/// UCX unset and exports, the role's `K=V` words) reached all of them, and those are the
+/// processes that run the model and read the UCX and executor settings.
+#[test]
+fn what_wraps_the_launcher_word_wraps_the_leader_the_workers_and_the_stop_helper() {
+    let t = Trio::new();
+    let (leader, stop) = (t.path("leader"), t.path("stop"));
+    let command = format!(
+        "unset UCX_TLS UCX_NET_DEVICES && export UCX_TLS=^gdr_copy && \
+         ROLE_KNOB=on QUEUE=\"$((2 * 256))\" trtllm-llmapi-launch {}",
+        t.path("task")
+    );
+    let mut env = env_with(&[
+        ("pytestCommand", command.as_str()),
+        ("UCX_NET_DEVICES", "mlx5_9:1"),
+        ("UCX_TLS", "rc"),
+    ]);
+    let args = ["mpi", "--leader-cmd", &leader, "--leader-stop-cmd", &stop];
+    let mut r = start(&args, &env);
+    let (status, _) = r.wait();
+    assert_eq!(status.code(), Some(0), "{}", r.stderr());
+    for who in ["leader", "stop", "task"] {
+        let seen = t.env_of(who);
+        assert_eq!(
+            seen.get("ROLE_KNOB").map(String::as_str),
+            Some("on"),
+            "{who}"
+        );
+        assert_eq!(seen.get("QUEUE").map(String::as_str), Some("512"), "{who}");
+        assert_eq!(
+            seen.get("UCX_NET_DEVICES"),
+            None,
+            "{who}: unset by the command"
+        );
+    }
+    assert_eq!(t.env_of("leader")["UCX_TLS"], "^gdr_copy");
+
+    // A worker rank runs the same set-up in front of the worker command.
+    let record = t.path("worker.env");
+    let worker = format!("env > {record}");
+    env.extend(srun_env(1, 2));
+    let (status, r) = run(&["mpi", "--worker-cmd", &worker], &env);
+    assert!(status.success(), "{}", r.stderr());
+    let seen = t.env_of("worker");
+    assert_eq!(seen.get("ROLE_KNOB").map(String::as_str), Some("on"));
+    assert_eq!(seen.get("UCX_TLS").map(String::as_str), Some("^gdr_copy"));
+    assert_eq!(seen.get("UCX_NET_DEVICES"), None);
+
+    // Around a subshell the set-up cannot be moved: said once, and the leader runs bare.
+    let t = Trio::new();
+    let (leader, stop) = (t.path("leader"), t.path("stop"));
+    let command = format!("(ROLE_KNOB=on trtllm-llmapi-launch {})", t.path("task"));
+    let env = env_with(&[("pytestCommand", command.as_str())]);
+    let args = ["mpi", "--leader-cmd", &leader, "--leader-stop-cmd", &stop];
+    let mut r = start(&args, &env);
+    let (status, _) = r.wait();
+    assert_eq!(status.code(), Some(0), "{}", r.stderr());
+    assert!(r.stderr().contains("inside a subshell"), "{}", r.stderr());
+    assert_eq!(t.env_of("leader").get("ROLE_KNOB"), None);
+    assert_eq!(
+        t.env_of("task").get("ROLE_KNOB").map(String::as_str),
+        Some("on")
+    );
+}
+
 fn start_trio(t: &Trio, env: &BTreeMap<String, String>) -> Running {
     let (leader, task, stop) = (t.path("leader"), t.path("task"), t.path("stop"));
     start(
