@@ -24,7 +24,9 @@ use crate::explain;
 use crate::hostlist;
 use crate::native::{self, NativeOptions, SbatchOptions};
 use crate::plan::Plan;
-use crate::testlist;
+use crate::serving::Serving;
+use crate::testlist::{self, Selected, TestMode};
+use crate::ucx;
 
 /// Exit code for bad input: arguments, files, config values.
 pub const EXIT_INPUT: i32 = 2;
@@ -47,6 +49,10 @@ Examples:
   launch-gen --config-yaml cfg.yaml --command 'pytest -k disagg' \\
       --workspace /lustre/ws --job-name disagg --time 02:00:00 --launch-sh launch.sh
 
+  # Native mode from upstream's test ids, split groups and the cluster's UCX rule.
+  launch-gen --llm-src llm-src --test-list test_list.txt --split-group 2 \\
+      --cluster-name aws-dfw-cs-001 --workspace /lustre/ws --launch-sh launch.sh
+
   # The resource plan, with the node slices of an allocation; no script is written.
   launch-gen --config-yaml cfg.yaml --explain --nodelist 'node[01-06]'
 
@@ -62,8 +68,10 @@ Examples:
   launch-gen report /lustre/ws -o report.html --config cfg.yaml
 
 Notes:
-  `gen_only` and `gen_only_no_context` modes run no context servers; the queue size of
-  `gen_only` is the FIRST value of `benchmark.concurrency_list` (`512 1075` -> 512).";
+  With a first-generator test id or `--config-yaml`, `gen_only` and `gen_only_no_context` modes
+  run no context servers; with upstream's `disagg*-gen_only-<cfg>` ids only a config mode
+  `gen_only_no_context` drops them. The queue size is the FIRST value of
+  `benchmark.concurrency_list` (`512 1075` -> 512).";
 
 /// Renders the sbatch launch script of a disaggregated TensorRT-LLM job from a YAML config.
 ///
@@ -83,7 +91,8 @@ struct Args {
         hide_default_value = true
     )]
     llm_src: OsString,
-    /// Test list whose first line selects the config (`...[disagg-<config>]`).
+    /// Test list whose first line selects the config (`...[disagg-<config>]`; in native
+    /// mode also upstream's `...[disagg-e2e-<config>]` and `...[disagg-gen_only-<config>]`).
     #[arg(long, value_name = "FILE")]
     test_list: Option<OsString>,
     /// The config itself (local mode); `--test-list` wins when both are given.
@@ -111,6 +120,22 @@ struct Args {
     #[arg(long, value_name = "FILE")]
     srun_args: Option<OsString>,
 
+    /// Take the N-th test line of `--test-list` instead of the first (blank lines do not
+    /// count, comment lines do, as in upstream's generator).
+    #[arg(long, value_name = "N", help_heading = "Native mode")]
+    split_group: Option<u64>,
+    /// The cluster, for the UCX rules: every role command starts with the first matching
+    /// rule's `unset ... && export ... &&` (`''` picks the catch-all rule); without it and
+    /// `--ucx-rules`, the roles keep the UCX variables of their environment.
+    #[arg(long, value_name = "NAME", help_heading = "Native mode")]
+    cluster_name: Option<String>,
+    /// The GPU type, for UCX rules that name one (none of upstream's does).
+    #[arg(long, value_name = "NAME", help_heading = "Native mode")]
+    gpu_type: Option<String>,
+    /// A UCX rule table to use instead of the built-in one (upstream's; the form is documented
+    /// in `generator/data/ucx-rules.yaml`).
+    #[arg(long, value_name = "FILE", help_heading = "Native mode")]
+    ucx_rules: Option<OsString>,
     /// Base command of every role (default: the prefix's `export pytestCommand=` value).
     #[arg(long, value_name = "STRING", help_heading = "Native mode")]
     command: Option<String>,
@@ -333,11 +358,60 @@ impl Files for FileSystem {
 }
 
 fn run(args: &Args) -> Result<(), Failure> {
-    let config_path = locate_config(args)?;
+    let compat_mode = non_empty(&args.draft_launch_sh).is_some();
+    if compat_mode {
+        let native_only = [
+            ("--split-group", args.split_group.is_some()),
+            ("--cluster-name", args.cluster_name.is_some()),
+            ("--gpu-type", args.gpu_type.is_some()),
+            ("--ucx-rules", args.ucx_rules.is_some()),
+        ];
+        if let Some((flag, _)) = native_only.iter().find(|(_, given)| *given) {
+            return Err(anyhow!(
+                "`{flag}` is not an argument of the first generator (`--draft-launch-sh`): use \
+                 it in native mode, or with upstream's unified generator, `--compat g2`"
+            )
+            .into());
+        }
+    }
+    let (config_path, selection) = if compat_mode {
+        (locate_config(args)?, None)
+    } else {
+        locate_native_config(args)?
+    };
     let config_text = read_text(&config_path)?;
     let shown = config_path.display();
     let config = LaunchConfig::from_yaml(&config_text).with_context(|| format!("`{shown}`"))?;
-    let plan = Plan::new(&config).with_context(|| format!("`{shown}`"))?;
+    let token = selection.as_ref().and_then(|(_, token)| *token);
+    let serving = Serving::decide(&config, token).with_context(|| format!("`{shown}`"))?;
+    let plan = if compat_mode {
+        Plan::new(&config)
+    } else {
+        Plan::with_context_servers(&config, !serving.no_ctx)
+    }
+    .with_context(|| format!("`{shown}`"))?;
+    let (rules, ucx_table) = match non_empty(&args.ucx_rules) {
+        Some(path) => {
+            let text = read_text(&path)?;
+            let shown = format!("`{}`", path.display());
+            let rules = ucx::Rules::from_yaml(&text).with_context(|| shown.clone())?;
+            (rules, shown)
+        }
+        None => (
+            ucx::Rules::upstream().context("the built-in UCX table")?,
+            "the built-in table (upstream's)".to_owned(),
+        ),
+    };
+    let cluster = args.cluster_name.as_deref().unwrap_or_default();
+    let gpu = args.gpu_type.as_deref().unwrap_or_default();
+    // Opt-in: without a cluster name or a table, the roles keep the UCX variables they have.
+    let managed = args.cluster_name.is_some() || args.ucx_rules.is_some();
+    let rule = rules.select(cluster, gpu).filter(|_| managed);
+    let ucx_command = if managed {
+        rules.command(rule)
+    } else {
+        String::new()
+    };
 
     let given = Given {
         servers_ready: args.ready_timeout,
@@ -358,7 +432,41 @@ fn run(args: &Args) -> Result<(), Failure> {
         let table = explain::render(&config, &plan, &shown.to_string(), nodes.as_deref())
             .context("`--nodelist`")?;
         print!("{table}");
-        if non_empty(&args.draft_launch_sh).is_none() {
+        if !compat_mode {
+            let prefixes = native::role_prefixes(&config, &serving, &ucx_command)
+                .with_context(|| format!("`{shown}`"))?;
+            let rule = rule.map(|chosen| {
+                let index = rules
+                    .rules
+                    .iter()
+                    .position(|r| std::ptr::eq(r, chosen))
+                    .unwrap_or_default();
+                (index, chosen.cluster.as_str(), chosen.gpu.as_str())
+            });
+            let ucx = explain::Ucx {
+                managed,
+                table: &ucx_table,
+                cluster,
+                gpu,
+                rule,
+                command: &ucx_command,
+            };
+            let list = non_empty(&args.test_list).map(|p| p.display().to_string());
+            let config_shown = shown.to_string();
+            let chosen = match (&selection, &list) {
+                (Some((selected, token)), Some(list)) => Some(explain::Selection {
+                    list,
+                    split_group: args.split_group.unwrap_or(0),
+                    selected,
+                    config: &config_shown,
+                    token: *token,
+                }),
+                _ => None,
+            };
+            print!(
+                "{}",
+                explain::native(chosen.as_ref(), &serving, &ucx, &prefixes)
+            );
             print!("{}", budgets()?.explain());
         }
         if args.launch_sh.is_none() {
@@ -423,6 +531,8 @@ fn run(args: &Args) -> Result<(), Failure> {
             precheck_timeout: args.precheck_timeout,
             launch_gen: &launch_gen,
             budgets: &budgets,
+            serving: &serving,
+            ucx: &ucx_command,
             stop_timeout: args.stop_timeout,
             cause_window: args.cause_window,
             sbatch: SbatchOptions {
@@ -489,6 +599,40 @@ fn locate_config(args: &Args) -> anyhow::Result<PathBuf> {
         return Ok(config);
     }
     bail!("one of `--test-list` or `--config-yaml` is required")
+}
+
+/// The test a test list selected, with the mode token its config file was found with.
+type Chosen = (Selected, Option<TestMode>);
+
+/// Native mode's config: the test list's selected line (both generations' ids, with the
+/// mode token the file was found with), else `--config-yaml`.
+fn locate_native_config(args: &Args) -> anyhow::Result<(PathBuf, Option<Chosen>)> {
+    let Some(test_list) = non_empty(&args.test_list) else {
+        if args.split_group.is_some() {
+            bail!("`--split-group` selects a line of `--test-list`, which is not given");
+        }
+        let config = non_empty(&args.config_yaml)
+            .ok_or_else(|| anyhow!("one of `--test-list` or `--config-yaml` is required"))?;
+        return Ok((config, None));
+    };
+    let text = read_text(&test_list)?;
+    let shown = test_list.display();
+    let selected = testlist::select(&text, args.split_group.unwrap_or(0))
+        .with_context(|| format!("`{shown}`"))?;
+    let candidates = selected.candidates(Path::new(&args.llm_src));
+    if let Some((path, token)) = candidates.iter().find(|(path, _)| path.is_file()) {
+        return Ok((path.clone(), Some((selected.clone(), *token))));
+    }
+    let tried: Vec<String> = candidates
+        .iter()
+        .map(|(path, _)| format!("`{}`", path.display()))
+        .collect();
+    bail!(
+        "`{shown}`: line {} selects config `{}`, expected the file {} (under `--llm-src`)",
+        selected.line,
+        selected.config,
+        tried.join(" or ")
+    )
 }
 
 /// An optional path argument, with `""` (the reference's default) meaning "not given".

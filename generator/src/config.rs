@@ -323,6 +323,18 @@ impl ServerConfig {
 }
 
 impl Environment {
+    /// `environment.ctx_worker_env_var` (`kind` "ctx") or `gen_worker_env_var` ("gen"): the
+    /// extra prefix of one kind of worker, after `worker_env_var` (upstream's unified
+    /// generator). The first generator ignores both keys, so they stay in `extra` and are
+    /// checked only here, where they are used; absent or null is empty.
+    pub fn worker_extra(&self, kind: &str) -> Result<String, ConfigError> {
+        let key = format!("{kind}_worker_env_var");
+        match self.extra.get(key.as_str()) {
+            None | Some(Value::Null) => Ok(String::new()),
+            Some(value) => string(value.clone(), &format!("environment.{key}")),
+        }
+    }
+
     fn from_raw(raw: RawEnvironment) -> Result<Self, ConfigError> {
         let text = |value: Option<Value>, key: &str| match value {
             None => Ok(String::new()),

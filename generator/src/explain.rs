@@ -1,9 +1,127 @@
-//! `--explain`: the resource plan as a plain-text table, with node slices when nodes are given.
+//! `--explain`: the resource plan as a plain-text table, with node slices when nodes are given,
+//! and in native mode what decided the test, its mode, the UCX set-up and each role's prefix.
 
 use std::fmt::Write as _;
 
 use crate::config::LaunchConfig;
+use crate::job::redact::Redactor;
+use crate::native::RoleCommands;
 use crate::plan::{Plan, PlanError, Role};
+use crate::serving::Serving;
+use crate::testlist::{Selected, TestMode};
+
+/// How a test list chose the config.
+#[derive(Debug, Clone)]
+pub struct Selection<'a> {
+    /// The test list, as given.
+    pub list: &'a str,
+    pub split_group: u64,
+    pub selected: &'a Selected,
+    /// The config file used, and the mode token it was read with (`None`: the old way).
+    pub config: &'a str,
+    pub token: Option<TestMode>,
+}
+
+/// The UCX set-up and where it came from.
+#[derive(Debug, Clone)]
+pub struct Ucx<'a> {
+    /// Whether the table applies (`--cluster-name` or `--ucx-rules` given).
+    pub managed: bool,
+    /// `the built-in table` or the `--ucx-rules` file.
+    pub table: &'a str,
+    pub cluster: &'a str,
+    pub gpu: &'a str,
+    /// The matching rule's cluster and GPU patterns and its index, if one matched.
+    pub rule: Option<(usize, &'a str, &'a str)>,
+    pub command: &'a str,
+}
+
+/// The native-mode part of `--explain`. Secret-looking values (`HF_TOKEN=...`) are masked.
+pub fn native(
+    selection: Option<&Selection<'_>>,
+    serving: &Serving,
+    ucx: &Ucx<'_>,
+    prefixes: &RoleCommands,
+) -> String {
+    let mut out = String::new();
+    if let Some(selection) = selection {
+        let selected = selection.selected;
+        let group = match selection.split_group {
+            0 => "the first test line".to_owned(),
+            n => format!("split group {n}"),
+        };
+        let _ = writeln!(
+            out,
+            "\ntest: line {} of `{}` ({group}): `{}`",
+            selected.line, selection.list, selected.test_id
+        );
+        let how = match (selected.mode, selection.token) {
+            (Some(_), Some(_)) => "the unified generator's folder",
+            (Some(_), None) => {
+                "the first generator's folder, with the mode token as part of the name, since \
+                 the unified generator's file is missing"
+            }
+            (None, _) => "the first generator's folder",
+        };
+        let _ = writeln!(out, "config: `{}` ({how})", selection.config);
+    }
+    let servers = if serving.no_ctx {
+        "no context servers run"
+    } else {
+        "context servers run"
+    };
+    let _ = writeln!(out, "\nmode: {}; {servers}", serving.source);
+    let cluster = if ucx.cluster.is_empty() {
+        "no cluster name".to_owned()
+    } else {
+        format!("cluster `{}`", ucx.cluster)
+    };
+    let gpu = if ucx.gpu.is_empty() {
+        String::new()
+    } else {
+        format!(", GPU `{}`", ucx.gpu)
+    };
+    let rule = match ucx.rule {
+        Some((index, cluster, gpu)) => {
+            format!(
+                "rule {index} (cluster `{cluster}`, GPU `{gpu}`) of {}",
+                ucx.table
+            )
+        }
+        None => format!("no rule of {}", ucx.table),
+    };
+    let command = if ucx.command.is_empty() {
+        "(nothing)"
+    } else {
+        ucx.command
+    };
+    if ucx.managed {
+        let _ = writeln!(out, "UCX: {cluster}{gpu}: {rule}\n  {command}");
+    } else {
+        let _ = writeln!(
+            out,
+            "UCX: left as the environment has it (no `--cluster-name` or `--ucx-rules`)"
+        );
+    }
+    let _ = writeln!(out, "\nin front of the command (UCX, mode, `environment`):");
+    let redactor = Redactor::new(std::iter::empty::<(String, String)>());
+    for (role, prefix) in [
+        ("GEN", &prefixes.gen_worker),
+        ("CTX", &prefixes.ctx),
+        ("DISAGG_SERVER", &prefixes.server),
+        ("BENCHMARK", &prefixes.benchmark),
+    ] {
+        let shown = if role == "CTX" && serving.no_ctx {
+            "(no context servers)".into()
+        } else if prefix.is_empty() {
+            "(nothing)".into()
+        } else {
+            redactor.redact(prefix)
+        };
+        let _ = writeln!(out, "  {role:<13}  {shown}");
+    }
+    out
+}
 
 /// Renders the plan of `config` (shown as `name`) and, with `nodes`, the slice of every role.
 pub fn render(

@@ -12,7 +12,8 @@
 //! - [`native`] renders a self-contained script around `rank-launch` with node slicing,
 //!   supervision of every step and a single verdict line.
 //!
-//! [`ucx`] holds the per-cluster UCX table (data, `generator/data/ucx-rules.yaml`).
+//! [`ucx`] holds the per-cluster UCX table (data, `generator/data/ucx-rules.yaml`);
+//! [`testlist`] picks the test and its config, [`serving`] what its mode does to the roles.
 
 pub mod budgets;
 pub mod cli;
@@ -24,6 +25,7 @@ pub mod job;
 pub mod native;
 pub mod plan;
 pub mod pytext;
+pub mod serving;
 pub mod shell;
 pub mod testlist;
 pub mod ucx;

@@ -6,13 +6,15 @@
 //! run time. Every value in the block goes through [`shell::quote`]; the only expansions in
 //! the block are `${NAME}` references that were written in the srun argument file.
 //!
-//! Role commands: GEN and CTX run `<worker_env_var> <base>`, DISAGG_SERVER
-//! `<server_env_var> <base>`, BENCHMARK `<benchmark_env_var> <base>` (empty parts left out),
-//! where `<base>` is `--command` or the value of the prefix's `export pytestCommand=` line.
-//! `trtllm-llmapi-launch` is not stripped: rank-launch removes it itself. Like the reference,
-//! a mode containing `gen_only` runs no CTX servers and prefixes the workers with
-//! `TRTLLM_DISAGG_BENCHMARK_GEN_ONLY=1 TRTLLM_DISABLE_KV_CACHE_TRANSFER_OVERLAP=1
-//! TLLM_BENCHMARK_REQ_QUEUES_SIZE=<first concurrency>` and the server with the first of those.
+//! Role commands: CTX workers run `<ucx> <mode> <worker_env_var> <ctx_worker_env_var> <base>`,
+//! GEN workers the same with `gen_worker_env_var`, DISAGG_SERVER `<ucx> <mode>
+//! <server_env_var> <base>`, BENCHMARK `<ucx> <benchmark_env_var> <base>` (empty parts left
+//! out), where `<base>` is `--command` or the value of the prefix's `export pytestCommand=`
+//! line, `<ucx>` the cluster's UCX set-up ([`crate::ucx`], e.g. `unset UCX_TLS ... && export
+//! UCX_TLS=^gdr_copy &&`) and `<mode>` what the benchmark mode adds ([`crate::serving`]).
+//! `trtllm-llmapi-launch` is not stripped: rank-launch removes it itself, and runs what stands
+//! before it in front of the MPI leader and workers too, so the UCX and role variables reach
+//! the processes that run the model.
 //!
 //! A `--mpi=TYPE` in the srun arguments is moved onto the worker steps only (default `pmix`).
 //! Under pyxis (any `--container-...` srun argument) every variable the steps need is also
@@ -25,6 +27,7 @@ use thiserror::Error;
 use crate::budgets::Budgets;
 use crate::config::{ConfigError, GEN_ONLY_VARIABLE, LaunchConfig};
 use crate::plan::Plan;
+use crate::serving::Serving;
 use crate::shell::{self, Segment, ShellWordError, Word};
 
 /// The run-time part of every native script.
@@ -71,6 +74,10 @@ pub struct NativeOptions<'a> {
     /// This program, run by the script for the readiness gate and the verdict.
     pub launch_gen: &'a str,
     pub budgets: &'a Budgets,
+    /// What the benchmark mode does to the roles.
+    pub serving: &'a Serving,
+    /// The UCX set-up in front of every role command (`unset ... &&`, maybe empty).
+    pub ucx: &'a str,
     pub precheck: bool,
     pub precheck_timeout: u64,
     pub stop_timeout: u64,
@@ -158,11 +165,20 @@ fn header(plan: &Plan, options: &NativeOptions<'_>) -> Result<String, NativeErro
     Ok(header)
 }
 
-/// The role commands: (workers, disagg server, benchmark).
-fn role_commands(
+/// The command of each role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleCommands {
+    pub ctx: String,
+    pub gen_worker: String,
+    pub server: String,
+    pub benchmark: String,
+}
+
+/// The role commands of `config` with `options`.
+pub fn role_commands(
     config: &LaunchConfig,
     options: &NativeOptions<'_>,
-) -> Result<[String; 3], NativeError> {
+) -> Result<RoleCommands, NativeError> {
     let base = match options.command {
         Some(command) => command.to_owned(),
         None => options
@@ -171,18 +187,44 @@ fn role_commands(
             .ok_or(NativeError::NoCommand)?
             .map_err(NativeError::Prefix)?,
     };
+    Ok(role_parts(config, options.serving, options.ucx, &base)?)
+}
+
+/// What stands in front of the base command in each role (`--explain` shows it).
+pub fn role_prefixes(
+    config: &LaunchConfig,
+    serving: &Serving,
+    ucx: &str,
+) -> Result<RoleCommands, ConfigError> {
+    role_parts(config, serving, ucx, "")
+}
+
+fn role_parts(
+    config: &LaunchConfig,
+    serving: &Serving,
+    ucx: &str,
+    base: &str,
+) -> Result<RoleCommands, ConfigError> {
     let environment = &config.environment;
-    let mut worker_env = environment.worker_env_var.clone();
-    let mut server_env = environment.server_env_var.clone();
-    if let Some((worker_prefix, server_prefix)) = config.benchmark.gen_only_prefixes()? {
-        worker_env = join(&[&worker_prefix, &worker_env]);
-        server_env = join(&[server_prefix, &server_env]);
-    }
-    Ok([
-        join(&[&worker_env, &base]),
-        join(&[&server_env, &base]),
-        join(&[&environment.benchmark_env_var, &base]),
-    ])
+    let workers = environment.worker_env_var.as_str();
+    Ok(RoleCommands {
+        ctx: join(&[
+            ucx,
+            &serving.ctx,
+            workers,
+            &environment.worker_extra("ctx")?,
+            base,
+        ]),
+        gen_worker: join(&[
+            ucx,
+            &serving.gen_worker,
+            workers,
+            &environment.worker_extra("gen")?,
+            base,
+        ]),
+        server: join(&[ucx, &serving.server, &environment.server_env_var, base]),
+        benchmark: join(&[ucx, &environment.benchmark_env_var, base]),
+    })
 }
 
 /// Joins the non-blank parts with one space.
@@ -241,8 +283,9 @@ fn variable_block(
     plan: &Plan,
     options: &NativeOptions<'_>,
 ) -> Result<String, NativeError> {
-    let [worker_command, server_command, benchmark_command] = role_commands(config, options)?;
-    let (srun_args, mpi, forwards) = srun_words(options.srun_args, plan.gen_only)?;
+    let commands = role_commands(config, options)?;
+    let gen_only_variable = options.serving.gen_only_variable;
+    let (srun_args, mpi, forwards) = srun_words(options.srun_args, gen_only_variable)?;
     let flag = |on: bool| if on { "1" } else { "0" }.to_owned();
     let (gen_server, ctx_server) = (plan.gen_server, plan.ctx_server);
     let mut values: Vec<(&'static str, String)> = vec![
@@ -256,7 +299,7 @@ fn variable_block(
         ("tasksPerCtxServer", ctx_server.gpus.to_string()),
         ("tasksPerNodeCtx", ctx_server.tasks_per_node.to_string()),
         ("totalNodes", plan.total_nodes.to_string()),
-        ("genOnly", flag(plan.gen_only)),
+        ("genOnly", flag(gen_only_variable)),
         ("workerMpi", mpi),
         ("rankLaunch", options.rank_launch.to_owned()),
         ("rankCheck", options.rank_check.to_owned()),
@@ -280,9 +323,10 @@ fn variable_block(
         ("readyLine", options.budgets.ready_line.clone()),
         ("stopTimeout", options.stop_timeout.to_string()),
         ("causeWindow", options.cause_window.to_string()),
-        ("workerCommand", worker_command),
-        ("serverCommand", server_command),
-        ("benchmarkCommand", benchmark_command),
+        ("genWorkerCommand", commands.gen_worker),
+        ("ctxWorkerCommand", commands.ctx),
+        ("serverCommand", commands.server),
+        ("benchmarkCommand", commands.benchmark),
     ];
     if let Some(workspace) = options.workspace {
         values.push(("jobWorkspace", workspace.to_owned()));

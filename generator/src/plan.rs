@@ -89,8 +89,15 @@ impl ServerPlan {
 }
 
 impl Plan {
-    /// The plan of a checked config.
+    /// The plan of a checked config, with the config's own mode deciding whether context
+    /// servers run (the first generator's rule).
     pub fn new(config: &LaunchConfig) -> Result<Self, PlanError> {
+        Self::with_context_servers(config, !config.benchmark.is_gen_only())
+    }
+
+    /// The plan of a checked config, running context servers or not as the caller decided
+    /// (native mode: [`crate::serving::Serving::no_ctx`]).
+    pub fn with_context_servers(config: &LaunchConfig, ctx: bool) -> Result<Self, PlanError> {
         let hardware = &config.hardware;
         let gpus = |server: &ServerConfig, what| server.gpus().ok_or(PlanError::Overflow { what });
         let gen_gpus = gpus(&config.worker_config.gen_server, "gen tp*pp*cp")?;
@@ -99,7 +106,7 @@ impl Plan {
             hardware.gpus_per_node,
             (hardware.num_gen_servers, gen_gpus),
             (hardware.num_ctx_servers, ctx_gpus),
-            config.benchmark.is_gen_only(),
+            !ctx,
         )
     }
 

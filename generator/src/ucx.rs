@@ -123,18 +123,22 @@ impl Rules {
     }
 
     /// The shell prefix of a role command: `unset A B && export K=V &&`, or `unset A B &&`
-    /// without a rule or variables (upstream's `get_ucx_tls_cmd` text).
+    /// without a rule or variables (upstream's `get_ucx_tls_cmd` text). A table with nothing
+    /// to unset leaves that part out, so an empty table gives an empty prefix.
     pub fn command(&self, rule: Option<&Rule>) -> String {
-        let mut command = format!("unset {} &&", self.unset.join(" "));
+        let mut parts = Vec::new();
+        if !self.unset.is_empty() {
+            parts.push(format!("unset {} &&", self.unset.join(" ")));
+        }
         if let Some(rule) = rule.filter(|rule| !rule.env.is_empty()) {
             let exports: Vec<String> = rule
                 .env
                 .iter()
                 .map(|(name, value)| format!("{name}={value}"))
                 .collect();
-            command.push_str(&format!(" export {} &&", exports.join(" ")));
+            parts.push(format!("export {} &&", exports.join(" ")));
         }
-        command
+        parts.join(" ")
     }
 }
 
@@ -272,6 +276,12 @@ mod tests {
         );
         assert_eq!(command("zzz", ""), "unset A &&");
         assert_eq!(rules.select("zzz", ""), None);
+
+        // Nothing to unset: only the exports, and an empty table leaves commands alone.
+        let rules = Rules::from_yaml("unset: []\nrules: [{cluster: 'a*', env: {X: '1'}}]\n")
+            .expect("valid");
+        assert_eq!(rules.command(rules.select("ab", "")), "export X=1 &&");
+        assert_eq!(rules.command(rules.select("b", "")), "");
     }
 
     #[test]

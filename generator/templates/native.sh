@@ -388,12 +388,14 @@ fi
 firstNode=${allNodes[0]}
 
 workerRoles=() workerLogs=() workerSlices=() workerNodes=() workerTasks=() workerTasksPerNode=()
+workerCommands=()
 cursor=0
 add_workers() {
-    local kind=$1 count=$2 nodes=$3 tasks=$4 tasksPerNode=$5 role=$6 i
+    local kind=$1 count=$2 nodes=$3 tasks=$4 tasksPerNode=$5 role=$6 command=$7 i
     local IFS=,
     for ((i = 0; i < count; i++)); do
         workerRoles+=("${role}_$i")
+        workerCommands+=("$command")
         workerLogs+=("$jobWorkspace/${kind}_server_$i.log")
         workerSlices+=("${allNodes[*]:cursor:nodes}")
         workerNodes+=("$nodes")
@@ -402,8 +404,10 @@ add_workers() {
         cursor=$((cursor + nodes))
     done
 }
-add_workers gen "$numGenServers" "$nodesPerGenServer" "$tasksPerGenServer" "$tasksPerNodeGen" GEN
-add_workers ctx "$numCtxServers" "$nodesPerCtxServer" "$tasksPerCtxServer" "$tasksPerNodeCtx" CTX
+add_workers gen "$numGenServers" "$nodesPerGenServer" "$tasksPerGenServer" "$tasksPerNodeGen" GEN \
+    "$genWorkerCommand"
+add_workers ctx "$numCtxServers" "$nodesPerCtxServer" "$tasksPerCtxServer" "$tasksPerNodeCtx" CTX \
+    "$ctxWorkerCommand"
 
 # Install: one task per node, waited.
 if [[ -n $installScript ]]; then
@@ -435,7 +439,7 @@ fi
 currentRole=BENCHMARK
 for i in "${!workerRoles[@]}"; do
     export DISAGG_SERVING_TYPE="${workerRoles[i]}"
-    export pytestCommand="$workerCommand"
+    export pytestCommand="${workerCommands[i]}"
     start_step "$DISAGG_SERVING_TYPE" "${workerLogs[i]}" \
         "${srunCmd[@]}" --mpi="$workerMpi" --kill-on-bad-exit=1 \
         -N "${workerNodes[i]}" -w "${workerSlices[i]}" \

@@ -370,7 +370,10 @@ fn usage_errors_exit_2_and_help_and_version_exit_0() {
         "--draft-launch-sh",
         "--explain",
         "Examples:",
-        "FIRST value of `benchmark.concurrency_list`",
+        "FIRST value of\n  `benchmark.concurrency_list`",
+        "--split-group <N>",
+        "--cluster-name <NAME>",
+        "--ucx-rules <FILE>",
     ] {
         assert!(
             run.stdout.contains(needle),

@@ -44,6 +44,15 @@ node slices (7 nodes given):
   BENCHMARK      node01 (--overlap)
   unused         node07
 
+mode: config mode `e2e`; context servers run
+UCX: left as the environment has it (no `--cluster-name` or `--ucx-rules`)
+
+in front of the command (UCX, mode, `environment`):
+  GEN            TLLM_LOG_LEVEL=INFO TRTLLM_SERVER_DISABLE_GC=1 TRTLLM_WORKER_DISABLE_GC=1 TRTLLM_ENABLE_PDL=1 ENROOT_ALLOW_DEV=yes TLLM_SPEC_DECODE_FORCE_NUM_ACCEPTED_TOKENS=3
+  CTX            TLLM_LOG_LEVEL=INFO TRTLLM_SERVER_DISABLE_GC=1 TRTLLM_WORKER_DISABLE_GC=1 TRTLLM_ENABLE_PDL=1 ENROOT_ALLOW_DEV=yes TLLM_SPEC_DECODE_FORCE_NUM_ACCEPTED_TOKENS=3
+  DISAGG_SERVER  TRTLLM_SERVER_DISABLE_GC=1
+  BENCHMARK      (nothing)
+
 budgets (a role that overruns one fails the job, naming it):
   servers ready    3600 s  default: slurm_run's cross-node rank barrier waits 3600 s for every rank
   benchmark        7200 s  default: the perf test's DEFAULT_TIMEOUT, 7200 s, bounds its waits for the servers and the status file

@@ -6,6 +6,7 @@ mod errors;
 mod explain;
 mod fuzz;
 mod native;
+mod native_g2;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};

@@ -195,7 +195,7 @@ fn every_value_round_trips_through_bash_and_nothing_executes() {
         .expect("header, then the block")
         .1;
     let snippet = format!(
-        "set -u\nSLURM_JOB_ID=77\n{block}\nprintf '%s\\0' \"$workerCommand\" \"$serverCommand\" \"$benchmarkCommand\" \
+        "set -u\nSLURM_JOB_ID=77\n{block}\nprintf '%s\\0' \"$genWorkerCommand\" \"$ctxWorkerCommand\" \"$serverCommand\" \"$benchmarkCommand\" \
          \"$jobWorkspace\" \"$installScript\" \"$rankLaunch\" \"$rankCheck\" \"$launchGenConfig\" \"${{srunArgs[@]}}\"\n"
     );
     let output = Command::new("bash")
@@ -217,6 +217,7 @@ fn every_value_round_trips_through_bash_and_nothing_executes() {
         .collect();
     let config_path = odd_dir.join("cfg.yaml").display().to_string();
     let expected = [
+        format!("W={NASTY} {NASTY}"),
         format!("W={NASTY} {NASTY}"),
         format!("S='x y' {NASTY}"),
         format!("B=`id` {NASTY}"),
@@ -292,7 +293,7 @@ fn pyxis_srun_arguments_forward_the_step_variables_and_plain_srun_does_not() {
     // gen_only: no CTX servers, queue size from the FIRST concurrency value.
     assert!(block.contains("numCtxServers=0\n"), "{block}");
     assert!(block.contains(
-        "workerCommand='TRTLLM_DISAGG_BENCHMARK_GEN_ONLY=1 TRTLLM_DISABLE_KV_CACHE_TRANSFER_OVERLAP=1 TLLM_BENCHMARK_REQ_QUEUES_SIZE=8 c'\n"
+        "genWorkerCommand='TRTLLM_DISAGG_BENCHMARK_GEN_ONLY=1 TRTLLM_DISABLE_KV_CACHE_TRANSFER_OVERLAP=1 TLLM_BENCHMARK_REQ_QUEUES_SIZE=8 c'\n"
     ), "{block}");
     assert!(
         block
@@ -346,7 +347,8 @@ fn the_prefix_pytest_command_is_the_base_and_keeps_the_launcher() {
     let block = generated_part(&script);
     assert!(
         block.contains(
-            "workerCommand='W=1 A=\"x y\" trtllm-llmapi-launch pytest -k '\\''a b'\\'''\n"
+            "genWorkerCommand='W=1 A=\"x y\" trtllm-llmapi-launch pytest -k '\\''a b'\\'''\n\
+             ctxWorkerCommand='W=1 A=\"x y\" trtllm-llmapi-launch pytest -k '\\''a b'\\'''\n"
         ),
         "{block}"
     );
