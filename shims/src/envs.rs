@@ -60,6 +60,30 @@ pub fn parse_or<T: FromStr>(
     }
 }
 
+/// What the real executor (the MPI leader and workers, where the model runs) reads from its
+/// environment, and the demo's markers for the role blocks: never anything else, so a secret
+/// cannot reach a log through this.
+pub const EXECUTOR_SETTINGS: [&str; 9] = [
+    "UCX_TLS",
+    "UCX_NET_DEVICES",
+    "UCX_CUDA_IPC_ENABLE_MNNVL",
+    "TRTLLM_DISABLE_KV_CACHE_TRANSFER_OVERLAP",
+    "TLLM_BENCHMARK_REQ_QUEUES_SIZE",
+    "TRTLLM_DISAGG_BENCHMARK_GEN_ONLY",
+    "SHIM_WORKER",
+    "SHIM_GEN_ONLY",
+    "SHIM_CTX_ONLY",
+];
+
+/// `NAME=value` for each of [`EXECUTOR_SETTINGS`] as `lookup` gives it, `-` when unset.
+pub fn executor_settings(lookup: impl Fn(&str) -> Option<String>) -> String {
+    EXECUTOR_SETTINGS
+        .iter()
+        .map(|name| format!("{name}={}", lookup(name).unwrap_or_else(|| "-".to_owned())))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,5 +96,22 @@ mod tests {
             err.to_string(),
             "`numGenServers` is `two`: expected a count"
         );
+    }
+
+    #[test]
+    fn executor_settings_name_only_the_allowed_variables() {
+        let lookup = |name: &str| match name {
+            "UCX_TLS" => Some("^gdr_copy".to_owned()),
+            "SHIM_GEN_ONLY" => Some("1".to_owned()),
+            "HF_TOKEN" => Some("secret".to_owned()),
+            _ => None,
+        };
+        let line = executor_settings(lookup);
+        assert!(
+            line.starts_with("UCX_TLS=^gdr_copy UCX_NET_DEVICES=- "),
+            "{line}"
+        );
+        assert!(line.ends_with("SHIM_GEN_ONLY=1 SHIM_CTX_ONLY=-"), "{line}");
+        assert!(!line.contains("secret"));
     }
 }

@@ -86,6 +86,34 @@ fn demo_job_passes_with_every_role_on_its_nodes() {
         "{json}"
     );
     assert!(work.join("job/report.html").is_file(), "report.html: {all}");
+    // The role blocks and the cluster's UCX rule reach the processes that run the model: the
+    // MPI leader (rank 0) and the worker (rank 1) of each server, each kind its own block.
+    for (log, own, other) in [
+        ("gen_server_0.log", "SHIM_GEN_ONLY", "SHIM_CTX_ONLY"),
+        ("ctx_server_0.log", "SHIM_CTX_ONLY", "SHIM_GEN_ONLY"),
+    ] {
+        let text = std::fs::read_to_string(work.join("job").join(log))
+            .unwrap_or_else(|e| panic!("{log}: {e}: {all}"));
+        let settings: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("executor settings: "))
+            .collect();
+        for rank in ["rank=0", "rank=1"] {
+            let line = settings
+                .iter()
+                .find(|l| l.contains(&format!(" {rank} ")))
+                .unwrap_or_else(|| panic!("{log}: no executor settings of {rank}:\n{text}"));
+            for wanted in [
+                "UCX_TLS=^gdr_copy".to_owned(),
+                "UCX_NET_DEVICES=-".to_owned(),
+                "SHIM_WORKER=1".to_owned(),
+                format!("{own}=1"),
+                format!("{other}=-"),
+            ] {
+                assert!(line.contains(&wanted), "{log} {rank}: {wanted} in {line}");
+            }
+        }
+    }
     let _ = std::fs::remove_dir_all(&work);
     assert_eq!(out.code, Some(0), "{all}");
     assert_eq!(last_line(&out.stdout), "verdict: PASS", "{all}");

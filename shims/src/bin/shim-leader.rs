@@ -203,6 +203,7 @@ fn start() -> Result<(), Fail> {
         "MPI world of {size} rank(s) up in {} ms; serving the proxy on {addr}",
         started.elapsed().as_millis()
     );
+    say!("executor settings: {}", envs::executor_settings(envs::get));
     let (end, tasks) = mgmn::run_leader(&world, &jobs_rx);
     let why = match end {
         LeaderEnd::Stopped => "stop request",

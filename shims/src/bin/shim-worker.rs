@@ -47,6 +47,7 @@ fn run() -> Result<(), Fail> {
         "shim-worker {} rank={rank} host={host}",
         role.as_deref().unwrap_or("-")
     ));
+    say!("executor settings: {}", envs::executor_settings(envs::get));
     let result = serve(&world, role.as_deref());
     match result {
         Ok(tasks) => {
