@@ -357,8 +357,18 @@ impl Files for FileSystem {
     }
 }
 
+/// Which script a run writes, with what only that kind needs.
+#[allow(clippy::large_enum_variant)] // One value per run, on the stack of `run`.
+enum Renderer {
+    /// The first generator's output around this draft.
+    Compat { draft: PathBuf },
+    /// Native mode: the mode's effect on the roles, and the UCX set-up.
+    Native { serving: Serving, ucx: explain::Ucx },
+}
+
 fn run(args: &Args) -> Result<(), Failure> {
-    let compat_mode = non_empty(&args.draft_launch_sh).is_some();
+    let draft = non_empty(&args.draft_launch_sh);
+    let compat_mode = draft.is_some();
     if compat_mode {
         let native_only = [
             ("--split-group", args.split_group.is_some()),
@@ -382,36 +392,20 @@ fn run(args: &Args) -> Result<(), Failure> {
     let config_text = read_text(&config_path)?;
     let shown = config_path.display();
     let config = LaunchConfig::from_yaml(&config_text).with_context(|| format!("`{shown}`"))?;
-    let token = selection.as_ref().and_then(|(_, token)| *token);
-    let serving = Serving::decide(&config, token).with_context(|| format!("`{shown}`"))?;
-    let plan = if compat_mode {
-        Plan::new(&config)
-    } else {
-        Plan::with_context_servers(&config, !serving.no_ctx)
+    let renderer = match draft {
+        Some(draft) => Renderer::Compat { draft },
+        None => {
+            let token = selection.as_ref().and_then(|(_, token)| *token);
+            let serving = Serving::decide(&config, token).with_context(|| format!("`{shown}`"))?;
+            let ucx = ucx_setup(args)?;
+            Renderer::Native { serving, ucx }
+        }
+    };
+    let plan = match &renderer {
+        Renderer::Compat { .. } => Plan::new(&config),
+        Renderer::Native { serving, .. } => Plan::with_context_servers(&config, !serving.no_ctx),
     }
     .with_context(|| format!("`{shown}`"))?;
-    let (rules, ucx_table) = match non_empty(&args.ucx_rules) {
-        Some(path) => {
-            let text = read_text(&path)?;
-            let shown = format!("`{}`", path.display());
-            let rules = ucx::Rules::from_yaml(&text).with_context(|| shown.clone())?;
-            (rules, shown)
-        }
-        None => (
-            ucx::Rules::upstream().context("the built-in UCX table")?,
-            "the built-in table (upstream's)".to_owned(),
-        ),
-    };
-    let cluster = args.cluster_name.as_deref().unwrap_or_default();
-    let gpu = args.gpu_type.as_deref().unwrap_or_default();
-    // Opt-in: without a cluster name or a table, the roles keep the UCX variables they have.
-    let managed = args.cluster_name.is_some() || args.ucx_rules.is_some();
-    let rule = rules.select(cluster, gpu).filter(|_| managed);
-    let ucx_command = if managed {
-        rules.command(rule)
-    } else {
-        String::new()
-    };
 
     let given = Given {
         servers_ready: args.ready_timeout,
@@ -432,25 +426,9 @@ fn run(args: &Args) -> Result<(), Failure> {
         let table = explain::render(&config, &plan, &shown.to_string(), nodes.as_deref())
             .context("`--nodelist`")?;
         print!("{table}");
-        if !compat_mode {
-            let prefixes = native::role_prefixes(&config, &serving, &ucx_command)
+        if let Renderer::Native { serving, ucx } = &renderer {
+            let prefixes = native::role_prefixes(&config, serving, &ucx.command)
                 .with_context(|| format!("`{shown}`"))?;
-            let rule = rule.map(|chosen| {
-                let index = rules
-                    .rules
-                    .iter()
-                    .position(|r| std::ptr::eq(r, chosen))
-                    .unwrap_or_default();
-                (index, chosen.cluster.as_str(), chosen.gpu.as_str())
-            });
-            let ucx = explain::Ucx {
-                managed,
-                table: &ucx_table,
-                cluster,
-                gpu,
-                rule,
-                command: &ucx_command,
-            };
             let list = non_empty(&args.test_list).map(|p| p.display().to_string());
             let config_shown = shown.to_string();
             let chosen = match (&selection, &list) {
@@ -465,7 +443,7 @@ fn run(args: &Args) -> Result<(), Failure> {
             };
             print!(
                 "{}",
-                explain::native(chosen.as_ref(), &serving, &ucx, &prefixes)
+                explain::native(chosen.as_ref(), serving, ucx, &prefixes)
             );
             print!("{}", budgets()?.explain());
         }
@@ -487,82 +465,85 @@ fn run(args: &Args) -> Result<(), Failure> {
         .transpose()?
         .unwrap_or_default();
     let mut report = None;
-    let (script, mode) = if let Some(draft_path) = non_empty(&args.draft_launch_sh) {
-        let draft = read_text(&draft_path)?;
-        let required = |value: &Option<String>, flag: &str| {
-            value
-                .clone()
-                .ok_or_else(|| anyhow!("`{flag}` is required with `--draft-launch-sh`"))
-        };
-        let inputs = CompatInputs {
-            script_prefix: script_prefix.as_deref().unwrap_or_default(),
-            srun_args: &srun_args,
-            draft: &draft,
-            run_sh: &required(&args.run_sh, "--run-sh")?,
-            install_sh: &required(&args.install_sh, "--install-sh")?,
-        };
-        let script =
-            compat::render(&config, &plan, &inputs).with_context(|| format!("`{shown}`"))?;
-        if !args.quiet {
-            let shown_sh = launch_sh.to_string_lossy();
-            report = Some(compat::stdout_report(&config, &plan, &shown_sh, &script));
-        }
-        (script, 0o666)
-    } else {
-        let absolute_config =
-            std::path::absolute(&config_path).unwrap_or_else(|_| config_path.clone());
-        let budgets = budgets()?;
-        let launch_gen = match &args.launch_gen {
-            Some(path) => path.clone(),
-            None => std::env::current_exe()
-                .map(|p| p.to_string_lossy().into_owned())
-                .unwrap_or_else(|_| "launch-gen".to_owned()),
-        };
-        let options = NativeOptions {
-            config_path: &absolute_config.to_string_lossy(),
-            script_prefix: script_prefix.as_deref(),
-            srun_args: &srun_args,
-            command: args.command.as_deref(),
-            workspace: args.workspace.as_deref(),
-            install_sh: args.install_sh.as_deref().filter(|path| !path.is_empty()),
-            rank_launch: &args.rank_launch,
-            rank_check: &args.rank_check,
-            precheck: args.precheck,
-            precheck_timeout: args.precheck_timeout,
-            launch_gen: &launch_gen,
-            budgets: &budgets,
-            serving: &serving,
-            ucx: &ucx_command,
-            stop_timeout: args.stop_timeout,
-            cause_window: args.cause_window,
-            sbatch: SbatchOptions {
-                job_name: args.job_name.as_deref(),
-                time: args.time.as_deref(),
-                partition: args.partition.as_deref(),
-                account: args.account.as_deref(),
-                output: args.output.as_deref(),
-            },
-        };
-        let script = native::render(&config, &plan, &options).map_err(|error| {
-            let file = match &error {
-                native::NativeError::Prefix(_) => {
-                    non_empty(&args.script_prefix).map(|p| p.display().to_string())
-                }
-                native::NativeError::SrunArgs(_) => {
-                    non_empty(&args.srun_args).map(|p| p.display().to_string())
-                }
-                native::NativeError::Config(_) | native::NativeError::NoGenServers => {
-                    Some(shown.to_string())
-                }
-                _ => None,
+    let (script, mode) = match &renderer {
+        Renderer::Compat { draft } => {
+            let draft = read_text(draft)?;
+            let required = |value: &Option<String>, flag: &str| {
+                value
+                    .clone()
+                    .ok_or_else(|| anyhow!("`{flag}` is required with `--draft-launch-sh`"))
             };
-            let error = anyhow::Error::new(error);
-            match file {
-                Some(file) => error.context(format!("`{file}`")),
-                None => error,
+            let inputs = CompatInputs {
+                script_prefix: script_prefix.as_deref().unwrap_or_default(),
+                srun_args: &srun_args,
+                draft: &draft,
+                run_sh: &required(&args.run_sh, "--run-sh")?,
+                install_sh: &required(&args.install_sh, "--install-sh")?,
+            };
+            let script =
+                compat::render(&config, &plan, &inputs).with_context(|| format!("`{shown}`"))?;
+            if !args.quiet {
+                let shown_sh = launch_sh.to_string_lossy();
+                report = Some(compat::stdout_report(&config, &plan, &shown_sh, &script));
             }
-        })?;
-        (script, 0o777)
+            (script, 0o666)
+        }
+        Renderer::Native { serving, ucx } => {
+            let absolute_config =
+                std::path::absolute(&config_path).unwrap_or_else(|_| config_path.clone());
+            let budgets = budgets()?;
+            let launch_gen = match &args.launch_gen {
+                Some(path) => path.clone(),
+                None => std::env::current_exe()
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .unwrap_or_else(|_| "launch-gen".to_owned()),
+            };
+            let options = NativeOptions {
+                config_path: &absolute_config.to_string_lossy(),
+                script_prefix: script_prefix.as_deref(),
+                srun_args: &srun_args,
+                command: args.command.as_deref(),
+                workspace: args.workspace.as_deref(),
+                install_sh: args.install_sh.as_deref().filter(|path| !path.is_empty()),
+                rank_launch: &args.rank_launch,
+                rank_check: &args.rank_check,
+                precheck: args.precheck,
+                precheck_timeout: args.precheck_timeout,
+                launch_gen: &launch_gen,
+                budgets: &budgets,
+                serving,
+                ucx: &ucx.command,
+                stop_timeout: args.stop_timeout,
+                cause_window: args.cause_window,
+                sbatch: SbatchOptions {
+                    job_name: args.job_name.as_deref(),
+                    time: args.time.as_deref(),
+                    partition: args.partition.as_deref(),
+                    account: args.account.as_deref(),
+                    output: args.output.as_deref(),
+                },
+            };
+            let script = native::render(&config, &plan, &options).map_err(|error| {
+                let file = match &error {
+                    native::NativeError::Prefix(_) => {
+                        non_empty(&args.script_prefix).map(|p| p.display().to_string())
+                    }
+                    native::NativeError::SrunArgs(_) => {
+                        non_empty(&args.srun_args).map(|p| p.display().to_string())
+                    }
+                    native::NativeError::Config(_) | native::NativeError::NoGenServers => {
+                        Some(shown.to_string())
+                    }
+                    _ => None,
+                };
+                let error = anyhow::Error::new(error);
+                match file {
+                    Some(file) => error.context(format!("`{file}`")),
+                    None => error,
+                }
+            })?;
+            (script, 0o777)
+        }
     };
     write_atomically(&launch_sh, &script, mode)?;
     if let Some(report) = report {
@@ -599,6 +580,42 @@ fn locate_config(args: &Args) -> anyhow::Result<PathBuf> {
         return Ok(config);
     }
     bail!("one of `--test-list` or `--config-yaml` is required")
+}
+
+/// The UCX set-up of native mode: the table (`--ucx-rules`, else the built-in one) and its
+/// rule for `--cluster-name` and `--gpu-type`. Opt-in: without a cluster name or a table, the
+/// roles keep the UCX variables they have and the command is empty.
+fn ucx_setup(args: &Args) -> anyhow::Result<explain::Ucx> {
+    let (rules, table) = match non_empty(&args.ucx_rules) {
+        Some(path) => {
+            let text = read_text(&path)?;
+            let shown = format!("`{}`", path.display());
+            let rules = ucx::Rules::from_yaml(&text).with_context(|| shown.clone())?;
+            (rules, shown)
+        }
+        None => (
+            ucx::Rules::upstream().context("the built-in UCX table")?,
+            "the built-in table (upstream's)".to_owned(),
+        ),
+    };
+    let cluster = args.cluster_name.clone().unwrap_or_default();
+    let gpu = args.gpu_type.clone().unwrap_or_default();
+    let managed = args.cluster_name.is_some() || args.ucx_rules.is_some();
+    let chosen = rules.select_indexed(&cluster, &gpu).filter(|_| managed);
+    let command = if managed {
+        rules.command(chosen.map(|(_, rule)| rule))
+    } else {
+        String::new()
+    };
+    let rule = chosen.map(|(index, rule)| (index, rule.cluster.clone(), rule.gpu.clone()));
+    Ok(explain::Ucx {
+        managed,
+        table,
+        cluster,
+        gpu,
+        rule,
+        command,
+    })
 }
 
 /// The test a test list selected, with the mode token its config file was found with.

@@ -24,23 +24,24 @@ pub struct Selection<'a> {
 
 /// The UCX set-up and where it came from.
 #[derive(Debug, Clone)]
-pub struct Ucx<'a> {
+pub struct Ucx {
     /// Whether the table applies (`--cluster-name` or `--ucx-rules` given).
     pub managed: bool,
     /// `the built-in table` or the `--ucx-rules` file.
-    pub table: &'a str,
-    pub cluster: &'a str,
-    pub gpu: &'a str,
-    /// The matching rule's cluster and GPU patterns and its index, if one matched.
-    pub rule: Option<(usize, &'a str, &'a str)>,
-    pub command: &'a str,
+    pub table: String,
+    pub cluster: String,
+    pub gpu: String,
+    /// The matching rule's index and its cluster and GPU patterns, if one matched.
+    pub rule: Option<(usize, String, String)>,
+    /// What goes in front of every role command (empty when not managed).
+    pub command: String,
 }
 
 /// The native-mode part of `--explain`. Secret-looking values (`HF_TOKEN=...`) are masked.
 pub fn native(
     selection: Option<&Selection<'_>>,
     serving: &Serving,
-    ucx: &Ucx<'_>,
+    ucx: &Ucx,
     prefixes: &RoleCommands,
 ) -> String {
     let mut out = String::new();
@@ -81,7 +82,7 @@ pub fn native(
     } else {
         format!(", GPU `{}`", ucx.gpu)
     };
-    let rule = match ucx.rule {
+    let rule = match &ucx.rule {
         Some((index, cluster, gpu)) => {
             format!(
                 "rule {index} (cluster `{cluster}`, GPU `{gpu}`) of {}",
@@ -93,7 +94,7 @@ pub fn native(
     let command = if ucx.command.is_empty() {
         "(nothing)"
     } else {
-        ucx.command
+        &ucx.command
     };
     if ucx.managed {
         let _ = writeln!(out, "UCX: {cluster}{gpu}: {rule}\n  {command}");

@@ -42,14 +42,15 @@ impl Serving {
     pub fn decide(config: &LaunchConfig, token: Option<TestMode>) -> Result<Self, ConfigError> {
         let mode = &config.benchmark.mode;
         let gen_only_flag = format!("{GEN_ONLY_VARIABLE}=1");
+        let from_config = format!("config mode `{mode}`");
         let serving = match token {
             None => match config.benchmark.gen_only_prefixes()? {
                 None => Self {
-                    source: format!("config mode `{mode}`"),
+                    source: from_config,
                     ..Self::default()
                 },
                 Some((workers, server)) => Self {
-                    source: format!("config mode `{mode}`"),
+                    source: from_config,
                     no_ctx: true,
                     gen_only_variable: true,
                     ctx: workers.clone(),
@@ -62,7 +63,7 @@ impl Serving {
                 ..Self::default()
             },
             Some(TestMode::GenOnly) if mode.contains("gen_only_no_context") => Self {
-                source: format!("test id mode `gen_only`, config mode `{mode}`"),
+                source: format!("test id mode `gen_only`, {from_config}"),
                 no_ctx: true,
                 gen_only_variable: true,
                 ctx: String::new(),

@@ -141,34 +141,30 @@ pub fn select(test_list: &str, split_group: u64) -> Result<Selected, SelectError
             text: text.to_owned(),
         });
     }
-    let after_open = text.rsplit('[').next().unwrap_or_default();
-    let bracket = after_open.split(']').next().unwrap_or_default();
-    let parts: Vec<&str> = bracket.split('-').collect();
-    let [prefix, rest @ ..] = parts.as_slice() else {
-        unreachable!("split yields at least one part")
-    };
-    if rest.is_empty() {
+    let bracket = bracket(text);
+    let Some((prefix, rest)) = bracket.split_once('-') else {
         return Err(SelectError::NoDash {
             line,
             bracket: bracket.to_owned(),
         });
-    }
+    };
+    let rest: Vec<&str> = rest.split('-').collect();
     if !prefix.contains("disagg") {
         return Err(SelectError::NotDisagg {
             line,
             bracket: bracket.to_owned(),
-            prefix: (*prefix).to_owned(),
+            prefix: prefix.to_owned(),
         });
     }
     // A mode token needs something after it; `disagg-gen_only` names a config `gen_only`.
-    let mode = match rest {
+    let mode = match rest.as_slice() {
         ["e2e", _, ..] => Some(TestMode::E2e),
         ["gen_only", _, ..] => Some(TestMode::GenOnly),
         _ => None,
     };
     let (head, config) = match mode {
         Some(mode) => (format!("{prefix}-{}", mode.token()), rest[1..].join("-")),
-        None => ((*prefix).to_owned(), rest.join("-")),
+        None => (prefix.to_owned(), rest.join("-")),
     };
     if config.is_empty() {
         return Err(SelectError::NoConfigName {
@@ -214,8 +210,7 @@ pub fn config_name(test_list: &str) -> Result<String, TestListError> {
             line: line.to_owned(),
         });
     }
-    let after_open = line.rsplit('[').next().unwrap_or_default();
-    let bracket = after_open.split(']').next().unwrap_or_default();
+    let bracket = bracket(line);
     let Some((prefix, name)) = bracket.split_once('-') else {
         return Err(TestListError::NoDash {
             bracket: bracket.to_owned(),
@@ -233,6 +228,12 @@ pub fn config_name(test_list: &str) -> Result<String, TestListError> {
         });
     }
     Ok(name.to_owned())
+}
+
+/// The text after the last `[` of a line, up to the next `]` (the line has both).
+fn bracket(line: &str) -> &str {
+    let after_open = line.rsplit('[').next().unwrap_or_default();
+    after_open.split(']').next().unwrap_or_default()
 }
 
 /// The config file of `name` under the source tree `llm_src` (`""` means the current directory).

@@ -122,6 +122,11 @@ impl Rules {
         first_match(&self.rules, cluster, gpu)
     }
 
+    /// Like [`Rules::select`], with the rule's index in the table (for `--explain`).
+    pub fn select_indexed(&self, cluster: &str, gpu: &str) -> Option<(usize, &Rule)> {
+        first_match_index(&self.rules, cluster, gpu).map(|index| (index, &self.rules[index]))
+    }
+
     /// The shell prefix of a role command: `unset A B && export K=V &&`, or `unset A B &&`
     /// without a rule or variables (upstream's `get_ucx_tls_cmd` text). A table with nothing
     /// to unset leaves that part out, so an empty table gives an empty prefix.
@@ -174,10 +179,15 @@ fn is_pattern(pattern: &str) -> bool {
 /// The first rule whose cluster pattern matches the lowercased `cluster` and whose GPU
 /// pattern matches the lowercased `gpu`; `None` when no rule does.
 pub fn first_match<'a>(rules: &'a [Rule], cluster: &str, gpu: &str) -> Option<&'a Rule> {
+    first_match_index(rules, cluster, gpu).map(|index| &rules[index])
+}
+
+/// The index of [`first_match`]'s rule.
+fn first_match_index(rules: &[Rule], cluster: &str, gpu: &str) -> Option<usize> {
     let (cluster, gpu) = (cluster.to_lowercase(), gpu.to_lowercase());
     rules
         .iter()
-        .find(|rule| glob_match(&rule.cluster, &cluster) && glob_match(&rule.gpu, &gpu))
+        .position(|rule| glob_match(&rule.cluster, &cluster) && glob_match(&rule.gpu, &gpu))
 }
 
 /// Shell-style matching of the whole `text` (Python's `fnmatch` without `[...]`): `*` matches

@@ -64,11 +64,7 @@ impl Command {
             let from = if i == 0 { 0 } else { words[i - 1].end };
             &script[from..words[i].start]
         };
-        let launch = words.iter().position(|word| {
-            word.value
-                .as_deref()
-                .is_some_and(|v| is_llmapi_launch(OsStr::new(v)))
-        });
+        let launch = words.iter().position(Word::is_llmapi_launch);
         if let Some(at) = launch {
             if (0..=at).any(|i| gap(i).contains(['(', ')', '|'])) {
                 return Err(PrefixError::Enclosed);
@@ -152,6 +148,15 @@ struct Word {
     value: Option<String>,
 }
 
+impl Word {
+    /// Whether the word is `trtllm-llmapi-launch` (known value, exact file name).
+    fn is_llmapi_launch(&self) -> bool {
+        self.value
+            .as_deref()
+            .is_some_and(|v| is_llmapi_launch(OsStr::new(v)))
+    }
+}
+
 /// Splits a shell string into words. Operators (`;`, `&`, `|`, `(`, `)`, `<`, `>`) end words and
 /// are not words themselves; newlines count as blanks. Unterminated quotes end at the string's end.
 fn words(script: &str) -> Vec<Word> {
@@ -231,11 +236,7 @@ fn strip_word_from_shell(script: &str) -> String {
     let mut out = String::with_capacity(script.len());
     let mut kept_from = 0;
     for word in words(script) {
-        let matches = word
-            .value
-            .as_deref()
-            .is_some_and(|v| is_llmapi_launch(OsStr::new(v)));
-        if !matches {
+        if !word.is_llmapi_launch() {
             continue;
         }
         out.push_str(&script[kept_from..word.start]);
